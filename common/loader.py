@@ -1,0 +1,63 @@
+"""Seeded mini-batches: the same (seed, epoch) gives the same batches, bit for bit.
+
+The order of an epoch comes from ``default_rng([seed, epoch])`` and the augmentation of
+batch ``b`` from ``default_rng([seed, epoch, b])``, so batches can be built in parallel
+threads, and a run resumed at epoch ``e`` sees exactly the batches it would have seen.
+Batches are numpy arrays (N x 3 x H x W float32 images, N int64 labels); the adapters in
+each ``*_impl.data`` module turn them into that framework's tensors.
+"""
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+class BatchLoader:
+    """Iterate over ``dataset`` in batches of ``batch_size`` transformed by ``transform``.
+
+    ``shuffle`` draws a new order every epoch; ``drop_last`` drops a final short batch;
+    ``workers`` threads prepare up to ``2 * workers`` batches ahead.
+    """
+
+    def __init__(self, dataset, batch_size, transform, shuffle=False, drop_last=False,
+                 seed=0, workers=2):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.dataset, self.batch_size, self.transform = dataset, batch_size, transform
+        self.shuffle, self.drop_last, self.seed, self.workers = shuffle, drop_last, seed, workers
+
+    def __len__(self):
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch):
+        n = len(self.dataset)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
+            else np.arange(n)
+
+    def batch(self, epoch, index, order=None):
+        """Batch ``index`` of ``epoch`` as (images, labels)."""
+        order = self.order(epoch) if order is None else order
+        picked = order[index * self.batch_size:(index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        images = np.stack([self.transform(self.dataset.images[i], rng) for i in picked])
+        return images, self.dataset.labels[picked]
+
+    def epoch(self, epoch):
+        """Iterate over the batches of ``epoch``."""
+        order = self.order(epoch)
+        if self.workers <= 0:
+            for b in range(len(self)):
+                yield self.batch(epoch, b, order)
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending = deque()
+            for b in range(len(self)):
+                pending.append(pool.submit(self.batch, epoch, b, order))
+                if len(pending) > 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def __iter__(self):
+        return self.epoch(0)

@@ -1,0 +1,29 @@
+"""Shared pytest fixtures: where the shared real data lives, and the CI rule for it.
+
+A test that needs ``../shared/data`` skips with its reason outside CI and fails in CI
+(``CI=true``), where the data must be present.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def require_shared(relative):
+    """The path ``../shared/data/<relative>``; skip (or fail in CI) when it is missing."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        reason = f"{path} is missing (the project's shared data)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + "; CI must have it")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar10_mini():
+    """Folder of the real CIFAR-10 subset (5,085 train, 509 test images)."""
+    return require_shared("cifar10-mini")

@@ -1,0 +1,44 @@
+"""Layers shared by the Paddle models.
+
+``BatchNorm2D``/``BatchNorm1D`` are Paddle's (names ``weight``, ``bias``, ``_mean``,
+``_variance``; Paddle's momentum convention, 0.9 = keep 90%) with a choice of how the
+running variance is updated in training: Paddle's biased batch variance
+(``unbiased_var=False``, the default) or torch's unbiased one (``unbiased_var=True``,
+for ports of models born in PyTorch).
+"""
+import paddle
+from paddle import nn
+
+
+class _BatchNorm:
+    def _batch_norm_unbiased(self, x):
+        axes = [0] + list(range(2, x.ndim))
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        mean = x.mean(axis=axes)
+        centred = x - mean.reshape(shape)
+        var = (centred * centred).mean(axis=axes)
+        out = centred / paddle.sqrt(var.reshape(shape) + self._epsilon)
+        out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+        n = x.numel().item() // x.shape[1]
+        with paddle.no_grad():
+            m = self._momentum
+            self._mean.set_value(self._mean * m + mean.detach() * (1 - m))
+            self._variance.set_value(self._variance * m + var.detach() * (n / (n - 1)) * (1 - m))
+        return out
+
+    def forward(self, x):
+        if self.training and self.unbiased_var:
+            return self._batch_norm_unbiased(x)
+        return super().forward(x)
+
+
+class BatchNorm2D(_BatchNorm, nn.BatchNorm2D):
+    def __init__(self, num_features, momentum=0.9, epsilon=1e-5, unbiased_var=False):
+        super().__init__(num_features, momentum=momentum, epsilon=epsilon)
+        self.unbiased_var = unbiased_var
+
+
+class BatchNorm1D(_BatchNorm, nn.BatchNorm1D):
+    def __init__(self, num_features, momentum=0.9, epsilon=1e-5, unbiased_var=False):
+        super().__init__(num_features, momentum=momentum, epsilon=epsilon)
+        self.unbiased_var = unbiased_var
