@@ -1,0 +1,154 @@
+"""What every train script shares, whatever its framework: the common flags, the data
+loaders they describe, a run folder with a log file, per-epoch metrics and TensorBoard
+scalars, and progress bars.
+
+A run folder (``--log-dir``) holds ``train.log`` (what the console shows), ``metrics.jsonl``
+(one JSON object per epoch, easy to plot or compare), TensorBoard event files, and the
+checkpoints the script writes (``last.*`` every epoch, ``best.*`` at the best validation
+accuracy), each written atomically (:mod:`common.checkpoint`).
+"""
+import json
+import logging
+import os
+import sys
+import time
+
+from tqdm import tqdm
+
+from . import transforms
+from .data import DATASETS, DEFAULT_DATASET, get_dataset
+from .loader import BatchLoader
+
+
+def add_common_args(parser, **defaults):
+    """The flags every train script has; ``defaults`` overrides a recipe's values
+    (e.g. ``lr=0.1, batch_size=128``)."""
+    d = dict(dataset=DEFAULT_DATASET, epochs=1, batch_size=64, lr=0.1, wd=1e-4, seed=0, workers=2,
+             log_dir=None, save_period=1)
+    d.update(defaults)
+    g = parser.add_argument_group("data and run")
+    g.add_argument("--dataset", default=d["dataset"], choices=DATASETS,
+                   help="'digits' is the embedded default; the others read --data-dir")
+    g.add_argument("--data-dir", default=None, help="folder of the dataset's official files")
+    g.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
+    g.add_argument("--epochs", type=int, default=d["epochs"])
+    g.add_argument("--batch-size", type=int, default=d["batch_size"])
+    g.add_argument("--lr", type=float, default=d["lr"], help="base learning rate")
+    g.add_argument("--wd", type=float, default=d["wd"], help="weight decay")
+    g.add_argument("--seed", type=int, default=d["seed"])
+    g.add_argument("--workers", type=int, default=d["workers"], help="threads preparing batches")
+    g.add_argument("--log-dir", default=d["log_dir"], help="run folder (default runs/<name>)")
+    g.add_argument("--save-period", type=int, default=d["save_period"],
+                   help="also keep a checkpoint every N epochs")
+    g.add_argument("--resume", action="store_true", help="continue the run in --log-dir")
+    g.add_argument("--max-batches", type=int, default=None,
+                   help="stop each epoch after N batches (smoke runs)")
+    return parser
+
+
+def build_loaders(args, train_transform, test_transform, drop_last=True):
+    """(train dataset, test dataset, train loader, test loader) for the parsed ``args``.
+    ``*_transform(mean, std)`` build the augmentation from the dataset's statistics."""
+    train = get_dataset(args.dataset, "train", args.data_dir, args.download)
+    test = get_dataset(args.dataset, "test", args.data_dir)
+    train_loader = BatchLoader(train, args.batch_size, train_transform(train.mean, train.std),
+                               shuffle=True, drop_last=drop_last, seed=args.seed, workers=args.workers)
+    test_loader = BatchLoader(test, args.batch_size, test_transform(train.mean, train.std),
+                              seed=args.seed, workers=args.workers)
+    return train, test, train_loader, test_loader
+
+
+def cifar_transforms(size=32, pad=4):
+    """(train, test) transform builders of the CIFAR / Tiny ImageNet recipes."""
+    return (lambda mean, std: transforms.cifar_train(mean, std, size, pad)), transforms.plain
+
+
+class RunLog:
+    """Console + ``train.log`` logging, ``metrics.jsonl`` and TensorBoard scalars."""
+
+    def __init__(self, log_dir, name, resume=False, tensorboard=True):
+        self.dir = log_dir
+        os.makedirs(log_dir, exist_ok=True)
+        self.metrics_path = os.path.join(log_dir, "metrics.jsonl")
+        if not resume and os.path.exists(self.metrics_path):
+            os.remove(self.metrics_path)
+        self.logger = logging.getLogger(f"attention_ports.{name}.{id(self)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+        for handler in (logging.StreamHandler(sys.stdout),
+                        logging.FileHandler(os.path.join(log_dir, "train.log"))):
+            handler.setFormatter(fmt)
+            self.logger.addHandler(handler)
+        self.board = ScalarWriter(log_dir) if tensorboard else None
+
+    def info(self, message, *args):
+        self.logger.info(message, *args)
+
+    def epoch(self, epoch, **metrics):
+        """Record one epoch's metrics: a console line, a JSON line and scalars."""
+        record = {"epoch": epoch, "time": time.time(), **metrics}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.info("[epoch %d] %s", epoch, "  ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        if self.board is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.board.scalar(k.replace("_", "/", 1), v, epoch)
+
+    def history(self):
+        """The metrics recorded so far (this run and, when resumed, the earlier ones)."""
+        if not os.path.exists(self.metrics_path):
+            return []
+        with open(self.metrics_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def close(self):
+        if self.board is not None:
+            self.board.close()
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)
+
+
+class ScalarWriter:
+    """TensorBoard scalars written with the ``tensorboard`` package alone (no torch or
+    TensorFlow), for the PyTorch and Paddle scripts. The Gluon scripts use mxboard, whose
+    protobuf definitions clash with tensorboard's in one process: never both at once."""
+
+    def __init__(self, log_dir):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        self._writer = EventFileWriter(log_dir)
+
+    def scalar(self, tag, value, step):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def close(self):
+        self._writer.close()
+
+
+def progress(iterable, total, desc):
+    """A tqdm progress bar on stderr (hidden when stderr is not a terminal and
+    ``ATTENTION_PORTS_PROGRESS`` is not set)."""
+    disable = not (sys.stderr.isatty() or os.environ.get("ATTENTION_PORTS_PROGRESS"))
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
+
+
+def default_log_dir(args, name):
+    return args.log_dir or os.path.join("runs", f"{name}-{args.dataset}")
+
+
+def parse(parser, argv=None):
+    """Parse ``argv`` and reject flag combinations that cannot work, with a clear message."""
+    args = parser.parse_args(argv)
+    for flag in ("epochs", "batch_size", "save_period"):
+        if getattr(args, flag, 1) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.dataset != "digits" and args.data_dir is None:
+        parser.error(f"--dataset {args.dataset} needs --data-dir (the folder of its official files)")
+    return args
+
