@@ -75,41 +75,43 @@ _NUMPY_GLOBALS.update({("numpy._core.multiarray", name): obj
 _SAFE_GLOBALS = {**_NUMPY_GLOBALS, ("_codecs", "encode"): codecs.encode}
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: only plain containers and numpy arrays "
-                "are allowed") from None
+            raise _Refused(f"refusing to load {module}.{name}: only plain containers and numpy "
+                           "arrays are allowed") from None
+
+
+def _unpickle(f, source, encoding):
+    try:
+        return _RestrictedUnpickler(f, encoding=encoding).load()
+    except _Refused as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, IndexError,
+            KeyError, AttributeError, UnicodeDecodeError, MemoryError) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise CheckpointError(f"{source}: not a readable pickle, truncated or of another format "
+                              f"({detail})") from None
 
 
 def safe_load_pickle(path, encoding="ASCII"):
     """Unpickle ``path`` allowing only builtin containers, scalars and numpy arrays."""
     try:
         with open(path, "rb") as f:
-            return _RestrictedUnpickler(f, encoding=encoding).load()
+            return _unpickle(f, path, encoding)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    except (EOFError, struct.error, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, UnicodeDecodeError, MemoryError) as e:
-        raise CheckpointError(f"{path}: not a readable pickle (truncated or wrong format: "
-                              f"{type(e).__name__}: {e})") from None
 
 
 def safe_loads_pickle(data, source, encoding="ASCII"):
     """Like :func:`safe_load_pickle` for bytes already in memory; ``source`` names them."""
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{source}: {e}") from None
-    except (EOFError, struct.error, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, UnicodeDecodeError, MemoryError) as e:
-        raise CheckpointError(f"{source}: not a readable pickle (truncated or wrong format: "
-                              f"{type(e).__name__}: {e})") from None
+    return _unpickle(io.BytesIO(data), source, encoding)
 
 
 # --------------------------------------------------------------------------- Paddle .pdparams

@@ -107,13 +107,13 @@ class ConversionReport:
 
 def match_state(source, target_shapes, what="checkpoint"):
     """Check that ``source`` ({name: array}) fills ``target_shapes`` ({name: shape}) exactly:
-    every name present on both sides with the same shape. Raises :class:`ConversionError`
+    every name present on both sides with the same shape (see :func:`shape_fits`). Raises :class:`ConversionError`
     listing every missing, unexpected and mismatched name."""
     missing = sorted(set(target_shapes) - set(source))
     unexpected = sorted(set(source) - set(target_shapes))
     mismatched = sorted(f"{k}: {what} {tuple(np.shape(source[k]))} vs model {tuple(target_shapes[k])}"
                         for k in set(source) & set(target_shapes)
-                        if tuple(np.shape(source[k])) != tuple(target_shapes[k]))
+                        if not shape_fits(np.shape(source[k]), target_shapes[k]))
     if missing or unexpected or mismatched:
         lines = [f"the {what} does not match the model:"]
         for title, names in (("missing", missing), ("unexpected", unexpected),
@@ -122,6 +122,12 @@ def match_state(source, target_shapes, what="checkpoint"):
                 lines.append(f"  {title} ({len(names)}): " + ", ".join(names[:20])
                              + (" ..." if len(names) > 20 else ""))
         raise ConversionError("\n".join(lines))
+
+
+def shape_fits(shape, target):
+    """Whether an array of ``shape`` fits a parameter of shape ``target``, where a 0 in
+    ``target`` is a dimension Gluon has not inferred yet."""
+    return len(shape) == len(target) and all(t in (0, s) for s, t in zip(shape, target))
 
 
 def _check_framework(framework):

@@ -40,3 +40,15 @@ class Registry:
             raise KeyError(f"{self.framework} has no model {name!r}; available: "
                            f"{', '.join(sorted(self._constructors)) or 'none'}")
         return self._constructors[name](**kwargs)
+
+
+def input_size(name, **kwargs):
+    """The square input side a registered model expects: 32 for the CIFAR variants,
+    ``img_size`` for UPANets (32 or 64), 128 for the AlexNets, 224 for ImageNet models."""
+    if name.endswith("_cifar"):
+        return 32
+    if name.startswith("upanets"):
+        return kwargs.get("img_size", 32)
+    if name.startswith("alexnet"):
+        return 128
+    return 224

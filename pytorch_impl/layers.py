@@ -28,6 +28,13 @@ class _BatchNorm:
             self.running_var.mul_(1 - self.momentum).add_(var, alpha=self.momentum)
         return out
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # a checkpoint of torch's own BatchNorm carries the counter: accept and drop it; and
+        # stop torch from inventing one for a state_dict without version metadata
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        local_metadata = dict(local_metadata, version=self._version)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
     def extra_repr(self):
         return super().extra_repr() + f", biased_var={self.biased_var}"
 

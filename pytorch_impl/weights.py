@@ -1,0 +1,71 @@
+"""PyTorch checkpoints as ``{name: ndarray}``: safe loading of what people actually have,
+atomic saving, and model shapes without allocating weights."""
+import pickle
+import zipfile
+
+import numpy as np
+import torch
+
+from common.checkpoint import CheckpointError, atomic_open
+
+TRAINING_CHECKPOINT_KEYS = ("state_dict", "model", "net")
+
+
+def load_pth(path):
+    """Read a ``.pt``/``.pth`` file with ``weights_only=True`` (no pickled code runs).
+
+    Accepts a bare state_dict, a training checkpoint ``{'state_dict'|'model'|'net': ...}``
+    and ``module.``-prefixed (DataParallel) names. Returns ``{name: ndarray}``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        detail = next((line for line in first if "Unsupported global" in line), first[0] if first else "")
+        raise CheckpointError(f"{path}: refused, it asks to load more than tensors ({detail.strip()})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({message})") from None
+    if isinstance(obj, dict):
+        for key in TRAINING_CHECKPOINT_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state_dict of tensors (or a checkpoint holding one "
+                              f"under {', '.join(TRAINING_CHECKPOINT_KEYS)})")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return {k: v.detach().numpy() for k, v in obj.items()}
+
+
+def save_pth(state, path):
+    """Write ``{name: ndarray}`` as a state_dict file, atomically."""
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    with atomic_open(path) as f:
+        torch.save(tensors, f)
+
+
+def model_shapes(model):
+    """``{name: shape}`` of a model's state_dict."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def shapes_of(name, **kwargs):
+    """State shapes of registered model ``name`` built on the meta device (no memory)."""
+    from . import create_model
+    with torch.device("meta"):
+        return model_shapes(create_model(name, **kwargs))
+
+
+def load_weights(model, state):
+    """Load ``{name: ndarray}`` into ``model`` (strict) and return it in eval mode."""
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    return model.eval()
+
+
+def predict(model, images):
+    """Logits of an N x 3 x H x W float32 batch, as numpy."""
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(images)).numpy()
