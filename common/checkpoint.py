@@ -164,9 +164,11 @@ class _Reader:
         if self.pos + nbytes > len(self.data):
             raise CheckpointError(f"{self.path}: truncated .params file (an array of {nbytes} "
                                   f"bytes at offset {self.pos}, file has {len(self.data)})")
-        out = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.pos).reshape(shape)
+        # a view into the file's buffer: no second copy of the weights
+        out = np.frombuffer(self.data, dtype=np.dtype(dtype).newbyteorder("<"), count=count,
+                            offset=self.pos).reshape(shape)
         self.pos += nbytes
-        return out.copy()
+        return out
 
 
 def load_gluon_params(path):
@@ -174,7 +176,8 @@ def load_gluon_params(path):
     ``arg:``/``aux:`` file of ``export``) into ``{name: ndarray}``, without MXNet."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            f.readinto(data)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     r = _Reader(data, path)
@@ -212,23 +215,25 @@ def load_gluon_params(path):
 
 
 def save_gluon_params(state, path):
-    """Write ``{name: ndarray}`` as an MXNet ``.params`` file that ``load_parameters`` reads."""
-    chunks = [struct.pack("<QQQ", _PARAMS_FILE_MAGIC, 0, len(state))]
+    """Write ``{name: ndarray}`` as an MXNet ``.params`` file that ``load_parameters`` reads,
+    streaming each array (no copy of the whole state in memory)."""
+    arrays = {}
     for name, value in state.items():
         value = np.ascontiguousarray(np.atleast_1d(value))  # MXNet's nd format has no 0-d arrays
         if value.dtype not in _MX_DTYPE_CODES:
             raise CheckpointError(f"{path}: {name} has dtype {value.dtype}, which MXNet cannot store")
-        chunks.append(struct.pack("<IiI", _ARRAY_MAGICS[0], 0, value.ndim))
-        chunks.append(struct.pack(f"<{value.ndim}q", *value.shape))
-        chunks.append(struct.pack("<iii", 1, 0, _MX_DTYPE_CODES[value.dtype]))
-        chunks.append(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
-    chunks.append(struct.pack("<Q", len(state)))
-    for name in state:
-        encoded = name.encode("utf-8")
-        chunks.append(struct.pack("<Q", len(encoded)) + encoded)
+        arrays[name] = value.astype(value.dtype.newbyteorder("<"), copy=False)
     with atomic_open(path) as f:
-        for chunk in chunks:
-            f.write(chunk)
+        f.write(struct.pack("<QQQ", _PARAMS_FILE_MAGIC, 0, len(arrays)))
+        for value in arrays.values():
+            f.write(struct.pack("<IiI", _ARRAY_MAGICS[0], 0, value.ndim))
+            f.write(struct.pack(f"<{value.ndim}q", *value.shape))
+            f.write(struct.pack("<iii", 1, 0, _MX_DTYPE_CODES[value.dtype]))
+            f.write(memoryview(value).cast("B"))
+        f.write(struct.pack("<Q", len(arrays)))
+        for name in arrays:
+            encoded = name.encode("utf-8")
+            f.write(struct.pack("<Q", len(encoded)) + encoded)
 
 
 # --------------------------------------------------------------------------- safetensors

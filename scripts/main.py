@@ -1,0 +1,166 @@
+"""The suite's main job: for each model family, the native train script trains briefly on the
+embedded dataset, its checkpoint is converted to the other frameworks with the conversion
+CLI, and every port runs the test images. Ends with one table and exits non-zero if any
+port disagrees with the native model (a different prediction, or logits outside the float32
+parity tolerance).
+
+    scripts/run main [--dataset digits] [--only NAME ...] [--out runs/main]
+"""
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import transforms
+from common.data import get_dataset
+from common.loader import BatchLoader
+from scripts.convert import convert, read_state
+
+EXTENSION = {"gluon": ".params", "paddle": ".pdparams", "pytorch": ".pth"}
+
+
+@dataclass
+class Job:
+    model: str
+    native: str
+    train_module: str
+    ports: tuple
+    train_args: tuple = ()
+    image_size: int = 32
+
+
+SUITE = (
+    Job("attention56_cifar", "gluon", "gluon_impl.train_attention", ("pytorch",),
+        ("--batch-size", "32", "--max-batches", "12")),
+    Job("alexnet_simam", "paddle", "paddle_impl.train_alexnet", ("pytorch",),
+        ("--batch-size", "32", "--max-batches", "12"), image_size=128),
+    Job("upanets16", "pytorch", "pytorch_impl.train_upanets", ("paddle", "gluon"),
+        ("--batch-size", "32", "--max-batches", "12")),
+    Job("san10_pairwise", "pytorch", "pytorch_impl.train_san", ("paddle",),
+        ("--batch-size", "16", "--max-batches", "6")),
+)
+
+
+@dataclass
+class Row:
+    model: str
+    native: str
+    native_acc: float
+    port_acc: dict
+    differ: int
+    max_diff: float
+    seconds: float
+    ok: bool
+
+
+def available(job):
+    return importlib.util.find_spec(job.train_module) is not None
+
+
+def train(job, args, run_dir):
+    """Run the native train script as a subprocess, streaming its output."""
+    command = [sys.executable, "-m", job.train_module, "--model", job.model, "--dataset", args.dataset,
+               "--epochs", "1", "--seed", "0", "--log-dir", run_dir, *job.train_args]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    print(f"  $ {' '.join(command[1:])}", flush=True)
+    process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout.splitlines():
+        print(f"    {line}", flush=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"{job.train_module} failed with exit code {process.returncode}")
+    return os.path.join(run_dir, f"model-last{EXTENSION[job.native]}")
+
+
+def test_images(args, size):
+    train_set = get_dataset(args.dataset, "train", args.data_dir)
+    test_set = get_dataset(args.dataset, "test", args.data_dir)
+    transform = transforms.alexnet_test(train_set.mean, train_set.std) if size == 128 \
+        else transforms.plain(train_set.mean, train_set.std)
+    images = np.concatenate([x for x, _ in BatchLoader(test_set, 128, transform, workers=0).epoch(0)])
+    return images, test_set.labels, test_set.num_classes
+
+
+def logits(framework, model, kwargs, checkpoint, images):
+    impl = importlib.import_module(f"{framework}_impl")
+    weights = importlib.import_module(f"{framework}_impl.weights")
+    net = impl.create_model(model, **kwargs)
+    state = read_state(checkpoint, framework)
+    if framework == "gluon":
+        state = weights.structural_names(net, state)
+    net = weights.load_weights(net, state)
+    return np.concatenate([weights.predict(net, images[i:i + 64]) for i in range(0, len(images), 64)])
+
+
+def run_job(job, args):
+    from parity_tests.tolerances import assert_close
+    start = time.perf_counter()
+    run_dir = os.path.join(args.out, job.model)
+    native_file = train(job, args, run_dir)
+    images, labels, num_classes = test_images(args, job.image_size)
+    native_logits = None
+    port_acc, differ, max_diff, ok = {}, 0, 0.0, True
+    for framework in (job.native, *job.ports):
+        if framework == job.native:
+            checkpoint = native_file
+        else:
+            checkpoint = os.path.join(run_dir, f"converted{EXTENSION[framework]}")
+            summary = convert(native_file, checkpoint, job.model, force=True,
+                              kwargs={"num_classes": num_classes})
+            print(f"  converted to {framework}: {summary.tensors} tensors, "
+                  f"{len(summary.report.renamed)} renamed, {len(summary.report.transposed)} transposed")
+        out = logits(framework, job.model, {"num_classes": num_classes}, checkpoint, images)
+        accuracy = float((out.argmax(1) == labels).mean())
+        if framework == job.native:
+            native_logits, native_acc = out, accuracy
+            continue
+        port_acc[framework] = accuracy
+        differ += int((out.argmax(1) != native_logits.argmax(1)).sum())
+        max_diff = max(max_diff, float(np.abs(out - native_logits).max()))
+        try:
+            assert_close(out, native_logits, np.float32, f"{job.model} {framework} logits")
+        except AssertionError as e:
+            print(f"  DISAGREES: {e}")
+            ok = False
+    return Row(job.model, job.native, native_acc, port_acc, differ, max_diff,
+               time.perf_counter() - start, ok and differ == 0)
+
+
+def table(rows):
+    header = ("model", "native", "native acc", "port acc", "differ", "max |dlogit|", "time", "")
+    lines = [header] + [(r.model, r.native, f"{r.native_acc:.4f}",
+                         ", ".join(f"{fw} {acc:.4f}" for fw, acc in r.port_acc.items()),
+                         str(r.differ), f"{r.max_diff:.2e}", f"{r.seconds:.0f} s",
+                         "ok" if r.ok else "DISAGREES") for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--only", nargs="*", help="model names to run (default: the whole suite)")
+    parser.add_argument("--out", default=os.path.join("runs", "main"))
+    args = parser.parse_args(argv)
+    jobs = [j for j in SUITE if not args.only or j.model in args.only]
+    missing = [j.model for j in jobs if not available(j)]
+    if missing:
+        print(f"not in this checkout yet (skipped): {', '.join(missing)}")
+    rows = []
+    for i, job in enumerate(j for j in jobs if available(j)):
+        print(f"[{i + 1}/{len(jobs) - len(missing)}] {job.model}: train natively in {job.native}, "
+              f"convert to {', '.join(job.ports)}, compare on the test images", flush=True)
+        rows.append(run_job(job, args))
+    print()
+    print(table(rows) if rows else "no model ran")
+    return 0 if rows and all(r.ok for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
