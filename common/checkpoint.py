@@ -20,6 +20,18 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- atomic writes
+def _temporary_beside(path):
+    """A new temporary file next to ``path``, readable as a plain new file would be
+    (mkstemp creates it 0600; the umask decides, as for ``open``)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 @contextmanager
 def atomic_open(path, mode="wb"):
     """Open a temporary file beside ``path``; on success rename it over ``path``.
@@ -27,9 +39,7 @@ def atomic_open(path, mode="wb"):
     A crash or an exception leaves any previous ``path`` untouched and no partial file.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -47,9 +57,7 @@ def atomic_path(path):
     """Yield a temporary path beside ``path`` for a library that writes by file name
     (``save_parameters``, ``paddle.save``...); rename it over ``path`` on success."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = _temporary_beside(path)
     os.close(fd)
     try:
         yield tmp

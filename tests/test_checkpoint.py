@@ -108,6 +108,19 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["w.params"]
 
 
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with ckpt.atomic_open(tmp_path / "a.bin") as f:
+            f.write(b"x")
+        with ckpt.atomic_path(tmp_path / "b.bin") as tmp:
+            open(tmp, "wb").close()
+    finally:
+        os.umask(umask)
+    for name in ("a.bin", "b.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
 def test_naming_rules_round_trip_bit_exact():
     rng = np.random.default_rng(0)
     canonical = {"stem.0.weight": rng.normal(size=(4, 3, 3, 3)), "stem.1.weight": rng.normal(size=4),
