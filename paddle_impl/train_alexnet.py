@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
 from common import plots, runs, transforms
 from common.checkpoint import CheckpointError, atomic_path, load_pdparams, save_pdparams
@@ -68,8 +67,14 @@ def recipe_transforms():
 def soft_cross_entropy(logits, targets):
     """Batch mean of ``sum(-targets * log_softmax(logits))``; with
     :func:`common.labels.smooth_uniform` targets it is the recipe's label-smoothing loss
-    ``(1 - e) * nll + e * mean_k(-log p_k)``."""
-    return -(targets * F.log_softmax(logits, axis=1)).sum(axis=1).mean()
+    ``(1 - e) * nll + e * mean_k(-log p_k)``.
+
+    The log-probabilities are ``logits - logsumexp(logits)``: Paddle's CPU
+    ``F.log_softmax`` (3.3.1) clips ``logits - max`` at -64, which changes the loss and its
+    gradient once the logits of a row spread wider than 64 (it happens in the first
+    iterations with Paddle's default initialisation)."""
+    log_p = logits - paddle.logsumexp(logits, axis=1, keepdim=True)
+    return -(targets * log_p).sum(axis=1).mean()
 
 
 def make_optimizer(model, lr, wd):
