@@ -134,13 +134,18 @@ def save_train_state(model, optimizer, epoch, best_acc, path):
     save_pdparams(state, path)
 
 
-def resume(model, optimizer, log_dir):
-    """Load ``model-last.pdparams`` and ``train-state.pdopt``; returns (next epoch, best acc)."""
-    weights = os.path.join(log_dir, "model-last.pdparams")
-    state_path = os.path.join(log_dir, "train-state.pdopt")
-    for path in (weights, state_path):
+def resume_files(log_dir):
+    """(weights, train state) of the run in ``log_dir``; a clear error when one is missing."""
+    paths = os.path.join(log_dir, "model-last.pdparams"), os.path.join(log_dir, "train-state.pdopt")
+    for path in paths:
         if not os.path.exists(path):
             raise CheckpointError(f"--resume: {path} is missing (nothing to resume in {log_dir})")
+    return paths
+
+
+def resume(model, optimizer, log_dir):
+    """Load ``model-last.pdparams`` and ``train-state.pdopt``; returns (next epoch, best acc)."""
+    weights, state_path = resume_files(log_dir)
     state = load_pdparams(weights)
     match_state(state, {k: v.shape for k, v in model.state_dict().items()}, weights)
     model.set_state_dict(state)
@@ -160,12 +165,14 @@ def resume(model, optimizer, log_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    log_dir = runs.default_log_dir(args, f"{FRAMEWORK}-{args.model}")
+    if args.resume:
+        resume_files(log_dir)  # fail before loading data
     paddle.seed(args.seed)
     train, test, train_loader, test_loader = runs.build_loaders(args, *recipe_transforms())
     num_classes, eps = train.num_classes, args.label_smoothing
     model = create_model(args.model, num_classes=num_classes)
     optimizer = make_optimizer(model, args.lr, args.wd)
-    log_dir = runs.default_log_dir(args, f"{FRAMEWORK}-{args.model}")
     start_epoch, best_acc = resume(model, optimizer, log_dir) if args.resume else (0, 0.0)
     log = runs.RunLog(log_dir, f"{FRAMEWORK}-{args.model}", resume=args.resume)
     log.info("%s %s on %s: %d train / %d test images, %d classes; %s", FRAMEWORK, args.model,

@@ -1,12 +1,17 @@
 """The AlexNet train scripts, Paddle native and the PyTorch port: the run folder the suite
-reads, a resume that continues bit for bit after an interruption, and clear errors."""
+reads, a resume that continues bit for bit after an interruption, and clear errors.
+
+The scripts run in subprocesses: their TensorBoard writer must not share a process with
+mxboard, which other tests may have imported."""
 import importlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from common.checkpoint import CheckpointError, load_pdparams
+from common.checkpoint import load_pdparams
 
 SCRIPTS = {"paddle": ("paddle_impl.train_alexnet", "pdparams", "pdopt"),
            "pytorch": ("pytorch_impl.train_alexnet", "pth", "pth")}
@@ -22,20 +27,37 @@ def read_weights(path):
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
 
 
-class Interrupted(Exception):
-    pass
+# runs a script, stopping it (exit 3) right after it saved the train state of its first epoch
+INTERRUPTED = """
+import sys
+from {module} import main
+import {module} as script
+save = script.save_train_state
+def save_then_stop(*args, **kwargs):
+    save(*args, **kwargs)
+    sys.exit(3)
+script.save_train_state = save_then_stop
+main(sys.argv[1:])
+"""
+
+
+def run(args, module=None, code=None):
+    cmd = [sys.executable] + (["-c", code] if code else ["-m", module]) + args
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("framework", sorted(SCRIPTS))
-def test_run_folder_and_exact_resume(framework, tmp_path, monkeypatch):
+def test_run_folder_and_exact_resume(framework, tmp_path):
     module, ext, state_ext = SCRIPTS[framework]
-    script = importlib.import_module(module)
     full, cut = tmp_path / "full", tmp_path / "cut"
-    script.main(ARGS + ["--log-dir", str(full)])
+    code, output = run(ARGS + ["--log-dir", str(full)], module)
+    assert code == 0, output[-3000:]
     for name in (f"model-best.{ext}", f"model-last.{ext}", f"train-state.{state_ext}",
                  "metrics.jsonl", "train.log", "learning-curves.png", "predictions.png"):
         assert (full / name).stat().st_size > 0, name
     assert (full / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "images/s" in (full / "train.log").read_text()
     weights = read_weights(full / f"model-last.{ext}")
     assert len(weights) == 16 and weights["classifier.6.bias"].dtype == np.float32
     records = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
@@ -44,17 +66,12 @@ def test_run_folder_and_exact_resume(framework, tmp_path, monkeypatch):
         assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(r)
         assert np.isfinite(r["train_loss"]) and r["train_loss"] > 0 and 0 <= r["val_acc"] <= 1
 
-    # the same run, interrupted once its first epoch is saved, then resumed
-    real_save = script.save_train_state
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise Interrupted
-    monkeypatch.setattr(script, "save_train_state", save_then_stop)
-    with pytest.raises(Interrupted):
-        script.main(ARGS + ["--log-dir", str(cut)])
-    monkeypatch.undo()
-    script.main(ARGS + ["--log-dir", str(cut), "--resume"])
+    # the same run, stopped once its first epoch is saved, then resumed
+    code, output = run(ARGS + ["--log-dir", str(cut)], code=INTERRUPTED.format(module=module))
+    assert code == 3, output[-3000:]
+    assert not (cut / "learning-curves.png").exists()
+    code, output = run(ARGS + ["--log-dir", str(cut), "--resume"], module)
+    assert code == 0, output[-3000:]
     resumed = read_weights(cut / f"model-last.{ext}")
     for name, value in weights.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
@@ -72,8 +89,8 @@ def test_bad_input_fails_clearly(framework, tmp_path, capsys):
         with pytest.raises(SystemExit):
             script.parse_args(argv)
         assert message in capsys.readouterr().err
-    with pytest.raises(CheckpointError, match="nothing to resume"):
-        script.main(["--log-dir", str(tmp_path), "--resume", "--max-batches", "1"])
+    code, output = run(["--log-dir", str(tmp_path), "--resume"], SCRIPTS[framework][0])
+    assert code == 1 and "error: --resume:" in output and "nothing to resume" in output
 
 
 def test_both_scripts_take_the_same_flags():
