@@ -39,8 +39,8 @@ def paddle_model(name, dtype=np.float32, **kwargs):
 
 
 def numpy_state(model):
-    return {k: v.detach().cpu().numpy() if hasattr(v, "detach") else v.numpy()
-            for k, v in model.state_dict().items()}
+    """A Paddle or torch model's state as numpy arrays (its own names and layouts)."""
+    return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
 def port(paddle_net, name, dtype=np.float32, **kwargs):
