@@ -10,7 +10,8 @@ cosine decay stepped every iteration over all epochs; 50 epochs; seed 42; option
 The run folder gets ``model-last.pdparams`` / ``model-best.pdparams`` (weights only),
 ``train-state.pdopt`` (optimizer, epoch, best accuracy: what ``--resume`` reads),
 ``train.log``, ``metrics.jsonl``, TensorBoard scalars, and at the end
-``learning-curves.png`` and ``predictions.png``.
+``learning-curves.png`` and ``predictions.png``. On CPU, Paddle uses one thread unless
+``OMP_NUM_THREADS`` is set before it starts.
 """
 import argparse
 import os
