@@ -180,9 +180,10 @@ def main(argv=None):
         save_weights(model, os.path.join(log_dir, "model-last.pth"))
         if args.save_period > 1 and (epoch + 1) % args.save_period == 0:  # model-last is every epoch
             save_weights(model, os.path.join(log_dir, f"model-epoch{epoch + 1:03d}.pth"))
-        if val_acc > best_acc:
-            best_acc = val_acc
-            save_weights(model, os.path.join(log_dir, "model-best.pth"))
+        best_path = os.path.join(log_dir, "model-best.pth")
+        if val_acc > best_acc or not os.path.exists(best_path):
+            best_acc = max(best_acc, val_acc)
+            save_weights(model, best_path)
         log.epoch(epoch, train_loss=loss_sum / seen, train_acc=correct / seen, val_loss=val_loss,
                   val_acc=val_acc, best_acc=best_acc, lr=lr, train_samples_per_s=seen / train_s)
         # the train state last: it is what --resume continues from
