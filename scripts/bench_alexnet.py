@@ -1,0 +1,118 @@
+"""CPU speed of AlexNet and AlexNet-SimAM: the native Paddle models against their PyTorch
+port, in one process, interleaved (every iteration times each case once, in a rotating
+order), with explicit thread counts in both frameworks.
+
+    python -m scripts.bench_alexnet --threads 2 --iters 15
+
+Prints, per framework and model, train-step images/s (the train scripts' own step: Adam,
+label-smoothing loss, dropout on) and inference images/s (eval, no gradients), as medians
+over ``--iters`` timed iterations; then the port/native ratios and the cost of SimAM over
+plain AlexNet in each framework.
+"""
+import argparse
+import os
+import statistics
+import time
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--iters", type=int, default=15, help="timed iterations per case (15+)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.iters < 1 or args.batch_size < 1 or args.warmup < 0:
+        parser.error("--threads, --iters and --batch-size must be at least 1, --warmup >= 0")
+    return args
+
+
+def interleaved(cases, iters, warmup):
+    """Median seconds of each callable in ``cases`` ({name: fn}), timed in turn."""
+    names = list(cases)
+    for _ in range(warmup):
+        for name in names:
+            cases[name]()
+    times = {name: [] for name in names}
+    for i in range(iters):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            start = time.perf_counter()
+            cases[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # Paddle reads it (and sets 1 if unset)
+    import numpy as np
+    import paddle
+    import torch
+
+    import paddle_impl
+    import pytorch_impl
+    from common.convert import from_canonical, to_canonical
+    from common.labels import smooth_uniform
+    from paddle_impl import train_alexnet as paddle_recipe
+    from pytorch_impl import train_alexnet as torch_recipe
+
+    torch.set_num_threads(args.threads)  # after every import (see framework-semantics.md)
+    paddle.base.core.set_num_threads(args.threads)
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((args.batch_size, 3, 128, 128)).astype(np.float32)
+    targets = smooth_uniform(rng.integers(0, 10, args.batch_size), 10, 0.1)
+    train, infer = {}, {}
+    for name in ("alexnet", "alexnet_simam"):
+        native = paddle_impl.create_model(name)
+        ported = pytorch_impl.create_model(name)
+        shapes = {k: tuple(v.shape) for k, v in ported.state_dict().items()}
+        state = from_canonical(to_canonical({k: v.numpy() for k, v in native.state_dict().items()},
+                                            "paddle"), "pytorch", shapes)
+        ported.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        native_opt = paddle_recipe.make_optimizer(native, 5e-4, 1e-5)
+        ported_opt = torch_recipe.make_optimizer(ported, 5e-4, 1e-5)
+        px, pt = paddle.to_tensor(images), paddle.to_tensor(targets)
+        tx, tt = torch.from_numpy(images), torch.from_numpy(targets)
+
+        def paddle_train(m=native, o=native_opt, x=px, t=pt):
+            m.train()
+            paddle_recipe.train_step(m, o, x, t, 1e-6)
+
+        def torch_train(m=ported, o=ported_opt, x=tx, t=tt):
+            m.train()
+            torch_recipe.train_step(m, o, x, t, 1e-6)
+
+        def paddle_infer(m=native, x=px):
+            m.eval()
+            with paddle.no_grad():
+                m(x).numpy()
+
+        def torch_infer(m=ported, x=tx):
+            m.eval()
+            with torch.no_grad():
+                m(x).numpy()
+        train[("paddle", name)], train[("pytorch", name)] = paddle_train, torch_train
+        infer[("paddle", name)], infer[("pytorch", name)] = paddle_infer, torch_infer
+
+    print(f"batch {args.batch_size} x 3 x 128 x 128, float32, CPU, {args.threads} threads "
+          f"(torch {torch.get_num_threads()}), median of {args.iters} interleaved iterations; "
+          f"paddle {paddle.__version__}, torch {torch.__version__}")
+    train_s = interleaved(train, args.iters, args.warmup)
+    infer_s = interleaved(infer, args.iters, args.warmup)
+    rate = {k: (args.batch_size / train_s[k], args.batch_size / infer_s[k]) for k in train}
+    print(f"{'framework':<10} {'model':<14} {'train img/s':>12} {'infer img/s':>12}")
+    for (framework, name), (tr, inf) in rate.items():
+        print(f"{framework:<10} {name:<14} {tr:12.1f} {inf:12.1f}")
+    for name in ("alexnet", "alexnet_simam"):
+        p, t = rate[("paddle", name)], rate[("pytorch", name)]
+        print(f"{name}: port / native images/s: train {t[0] / p[0]:.2f}x, inference {t[1] / p[1]:.2f}x")
+    for framework in ("paddle", "pytorch"):
+        plain, simam = ("alexnet", "alexnet_simam")
+        print(f"{framework}: SimAM costs {train_s[(framework, simam)] / train_s[(framework, plain)] - 1:+.1%} "
+              f"per train step, {infer_s[(framework, simam)] / infer_s[(framework, plain)] - 1:+.1%} "
+              "per inference batch")
+
+
+if __name__ == "__main__":
+    main()
