@@ -56,13 +56,27 @@ class Session:
         match_state(state, shapes, path)
         self.model.set_state_dict(state)
 
+    def _structural_names(self):
+        """Paddle keys optimizer state by global parameter names ("conv2d_84.w_0_velocity_0"),
+        which depend on what else the process built: store the model's structural names."""
+        return {p.name + "_": k + "@" for k, p in self.model.named_parameters()}
+
     def save_optimizer(self, path):
-        state = {k: np.asarray(v) for k, v in self.optimizer.state_dict().items()
-                 if k != "LR_Scheduler"}
+        names, state = self._structural_names(), {}
+        for key, value in self.optimizer.state_dict().items():
+            if key == "LR_Scheduler":  # the rate is set every epoch from the schedule
+                continue
+            prefix = next(p for p in names if key.startswith(p))
+            state[names[prefix] + key[len(prefix):]] = np.asarray(value)
         checkpoint.save_pdparams(state, path)
 
     def load_optimizer(self, path):
-        self.optimizer.set_state_dict(checkpoint.load_pdparams(path))
+        native = {v: k for k, v in self._structural_names().items()}
+        state = {}
+        for key, value in checkpoint.load_pdparams(path).items():
+            structural, _, suffix = key.partition("@")
+            state[native[structural + "@"] + suffix] = value
+        self.optimizer.set_state_dict(state)
 
 
 def main(argv=None):
