@@ -23,7 +23,7 @@ def build_parser(framework):
     g.add_argument("--filters", type=int, choices=(16, 32, 64), default=16,
                    help="base width f when --model is not given")
     g.add_argument("--blocks", type=int, default=1, help="dense blocks per stage / 4")
-    return runs.add_common_args(parser, epochs=1, batch_size=100, lr=0.1, wd=5e-4)
+    return runs.add_common_args(parser, epochs=1, batch_size=100, lr=0.1, wd=5e-4, save_period=10)
 
 
 def parse(framework, argv=None):

@@ -52,7 +52,7 @@ def in_batches(predict, images, size=128):
 @pytest.mark.parametrize("framework", ["pytorch", "paddle", "gluon"])
 def test_run_folder_and_exact_resume(framework, tmp_path):
     """Two epochs in one go == one epoch, then --resume to two: the same weights, bit for bit."""
-    train(framework, tmp_path / "full", "--epochs", "2")
+    train(framework, tmp_path / "full", "--epochs", "2", "--save-period", "1")
     train(framework, tmp_path / "split", "--epochs", "1")
     train(framework, tmp_path / "split", "--epochs", "2", "--resume")
     ext = EXT[framework]
