@@ -1,0 +1,109 @@
+"""Train UPANets in MXNet Gluon with the reference recipe (see ``common/upanets_recipe.py``).
+
+    python -m gluon_impl.train_upanets --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+
+Writes ``model-best.params`` / ``model-last.params`` (``save_parameters``), the optimizer's
+momentum buffers ``train-state.params`` and ``train-state.json``; ``--resume`` continues.
+The optimizer is torch's SGD rule (``gluon_impl.torch_optim``): MXNet's own sgd differs once
+the cosine schedule changes the rate. The model trains imperatively (its BatchNorms update
+their running variance torch's way only there; see ``gluon_impl/layers.py``). TensorBoard
+scalars go through mxboard.
+"""
+import os
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd
+
+import gluon_impl.torch_optim  # noqa: F401  (registers 'torchsgd')
+from common import checkpoint, runs, upanets_recipe
+from common.checkpoint import atomic_path
+from common.fit import fit
+from gluon_impl import create_model
+from gluon_impl.data import to_ndarrays
+
+
+class MxboardScalars:
+    """RunLog's scalar writer through mxboard (tensorboard's protobufs clash with MXNet's)."""
+
+    def __init__(self, log_dir):
+        from mxboard import SummaryWriter
+        self._writer = SummaryWriter(logdir=log_dir)
+
+    def scalar(self, tag, value, step):
+        self._writer.add_scalar(tag, value, step)
+
+    def close(self):
+        self._writer.close()
+
+
+class Session:
+    weights_ext = "params"
+
+    def __init__(self, model, args):
+        self.model = model
+        self.trainer = mx.gluon.Trainer(model.collect_params(), "torchsgd", {
+            "learning_rate": args.lr, "momentum": upanets_recipe.MOMENTUM, "wd": args.wd})
+        self.loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def train_batch(self, images, labels, lr):
+        self.trainer.set_learning_rate(lr)
+        x, y = to_ndarrays((images, labels))
+        with autograd.record():
+            logits = self.model(x)
+            loss = self.loss(logits, y).mean()
+        loss.backward()
+        self.trainer.step(1)
+        return float(loss.asscalar()) * len(labels), int((logits.argmax(1) == y.astype("float32")).sum().asscalar())
+
+    def eval_batch(self, images, labels):
+        x, y = to_ndarrays((images, labels))
+        logits = self.model(x)
+        return (float(self.loss(logits, y).sum().asscalar()),
+                int((logits.argmax(1) == y.astype("float32")).sum().asscalar()))
+
+    def save_weights(self, path):
+        with atomic_path(path) as tmp:
+            self.model.save_parameters(tmp)
+
+    def load_weights(self, path):
+        self.model.load_parameters(path)
+
+    def save_optimizer(self, path):
+        states = self.trainer._updaters[0].states
+        checkpoint.save_gluon_params({f"momentum.{i}": s.asnumpy() for i, s in states.items()
+                                      if s is not None}, path)
+
+    def load_optimizer(self, path):
+        updater = self.trainer._updaters[0]
+        for name, value in checkpoint.load_gluon_params(path).items():
+            index = int(name.split(".")[1])
+            updater.states[index] = mx.nd.array(value, dtype=value.dtype)
+            updater.states_synced[index] = True
+
+
+def main(argv=None):
+    args = upanets_recipe.parse("gluon", argv)
+    mx.random.seed(args.seed)
+    np.random.seed(args.seed)
+    train, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
+    log_dir = runs.default_log_dir(args, f"gluon-{args.model}")
+    log = runs.RunLog(log_dir, "gluon_upanets", resume=args.resume, tensorboard=False)
+    log.board = MxboardScalars(log_dir)
+    model = create_model(args.model, num_classes=len(train.classes), img_size=args.img_size,
+                         blocks=args.blocks)
+    model.initialize(mx.init.Xavier())
+    log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
+             args.dataset, len(train), len(test),
+             sum(int(np.prod(p.shape)) for p in model.collect_params().values() if p.grad_req != "null"),
+             os.path.abspath(log_dir))
+    try:
+        best = fit(args, log, Session(model, args), train_loader, test_loader,
+                   upanets_recipe.lr_at(args), "params")
+        log.info("best test accuracy %.4f", best)
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Train UPANets in PaddlePaddle with the reference recipe (see ``common/upanets_recipe.py``).
+
+    python -m paddle_impl.train_upanets --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+
+Writes ``model-best.pdparams`` / ``model-last.pdparams`` (``model.state_dict()`` alone), the
+optimizer state ``train-state.pdopt`` and ``train-state.json``; ``--resume`` continues.
+"""
+import os
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from common import checkpoint, runs, upanets_recipe
+from common.checkpoint import atomic_path
+from common.convert import match_state
+from common.fit import fit
+from paddle_impl import create_model
+from paddle_impl.data import to_tensors
+
+
+class Session:
+    weights_ext = "pdparams"
+
+    def __init__(self, model, args):
+        self.model = model
+        self.optimizer = paddle.optimizer.Momentum(
+            learning_rate=args.lr, momentum=upanets_recipe.MOMENTUM,
+            parameters=model.parameters(), weight_decay=args.wd)
+
+    def train_batch(self, images, labels, lr):
+        self.optimizer.set_lr(lr)
+        x, y = to_tensors((images, labels))
+        self.model.train()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        return float(loss) * len(labels), int((logits.argmax(1) == y).sum())
+
+    @paddle.no_grad()
+    def eval_batch(self, images, labels):
+        x, y = to_tensors((images, labels))
+        self.model.eval()
+        logits = self.model(x)
+        return float(F.cross_entropy(logits, y, reduction="sum")), int((logits.argmax(1) == y).sum())
+
+    def save_weights(self, path):
+        with atomic_path(path) as tmp:
+            paddle.save(self.model.state_dict(), tmp)
+
+    def load_weights(self, path):
+        state = checkpoint.load_pdparams(path)
+        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        match_state(state, shapes, path)
+        self.model.set_state_dict(state)
+
+    def _structural_names(self):
+        """Paddle keys optimizer state by global parameter names ("conv2d_84.w_0_velocity_0"),
+        which depend on what else the process built: store the model's structural names."""
+        return {p.name + "_": k + "@" for k, p in self.model.named_parameters()}
+
+    def save_optimizer(self, path):
+        names, state = self._structural_names(), {}
+        for key, value in self.optimizer.state_dict().items():
+            if key == "LR_Scheduler":  # the rate is set every epoch from the schedule
+                continue
+            prefix = next(p for p in names if key.startswith(p))
+            state[names[prefix] + key[len(prefix):]] = np.asarray(value)
+        checkpoint.save_pdparams(state, path)
+
+    def load_optimizer(self, path):
+        native = {v: k for k, v in self._structural_names().items()}
+        state = {}
+        for key, value in checkpoint.load_pdparams(path).items():
+            structural, _, suffix = key.partition("@")
+            state[native[structural + "@"] + suffix] = value
+        self.optimizer.set_state_dict(state)
+
+
+def main(argv=None):
+    args = upanets_recipe.parse("paddle", argv)
+    paddle.seed(args.seed)
+    train, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
+    log_dir = runs.default_log_dir(args, f"paddle-{args.model}")
+    log = runs.RunLog(log_dir, "paddle_upanets", resume=args.resume)
+    model = create_model(args.model, num_classes=len(train.classes), img_size=args.img_size,
+                         blocks=args.blocks)
+    log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
+             args.dataset, len(train), len(test),
+             sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
+             os.path.abspath(log_dir))
+    try:
+        best = fit(args, log, Session(model, args), train_loader, test_loader,
+                   upanets_recipe.lr_at(args), "pdopt")
+        log.info("best test accuracy %.4f", best)
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

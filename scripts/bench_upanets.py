@@ -1,0 +1,137 @@
+"""UPANets16 speed on CPU in PyTorch, Paddle and MXNet Gluon, side by side in one process.
+
+    python -m scripts.bench_upanets --iters 15 --batch 100 --threads 2
+
+Train step (forward, backward, the recipe's SGD step) and inference (eval mode; Gluon
+hybridized) images/s at 32x32, as medians over ``--iters`` timed iterations after
+``--warmup`` untimed ones. The frameworks run interleaved (one iteration of each in turn), so
+a change in machine load affects all of them alike. Thread counts: OMP_NUM_THREADS is set
+before the frameworks are imported (Paddle and MXNet read it then; Paddle sets 1 when it is
+unset) and torch's after all imports (importing MXNet drops torch to one thread).
+Prints ratios to PyTorch.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def _threads_from_argv(argv):
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return "2"
+
+
+os.environ["OMP_NUM_THREADS"] = _threads_from_argv(sys.argv)
+
+import mxnet as mx  # noqa: E402
+import paddle  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as TF  # noqa: E402
+from mxnet import autograd  # noqa: E402
+
+import gluon_impl.torch_optim  # noqa: E402,F401  (registers 'torchsgd')
+from gluon_impl import create_model as gluon_model  # noqa: E402
+from paddle_impl import create_model as paddle_model  # noqa: E402
+from pytorch_impl import create_model as torch_model  # noqa: E402
+
+LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
+
+
+def torch_runner(x, y):
+    model = torch_model("upanets16")
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def train():
+        model.train()
+        opt.zero_grad()
+        TF.cross_entropy(model(tx), ty).backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer():
+        model.eval()
+        model(tx)
+    return train, infer
+
+
+def paddle_runner(x, y):
+    model = paddle_model("upanets16")
+    opt = paddle.optimizer.Momentum(learning_rate=LR, momentum=MOMENTUM,
+                                    parameters=model.parameters(), weight_decay=WD)
+    px, py = paddle.to_tensor(x), paddle.to_tensor(y)
+
+    def train():
+        model.train()
+        paddle.nn.functional.cross_entropy(model(px), py).backward()
+        opt.step()
+        opt.clear_grad()
+
+    @paddle.no_grad()
+    def infer():
+        model.eval()
+        model(px).numpy()
+    return train, infer
+
+
+def gluon_runner(x, y):
+    train_model, infer_model = gluon_model("upanets16"), gluon_model("upanets16")
+    for m in (train_model, infer_model):
+        m.initialize(mx.init.Xavier())
+    infer_model.hybridize(static_alloc=True, static_shape=True)
+    trainer = mx.gluon.Trainer(train_model.collect_params(), "torchsgd",
+                               {"learning_rate": LR, "momentum": MOMENTUM, "wd": WD})
+    loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+    gx, gy = mx.nd.array(x), mx.nd.array(y)
+
+    def train():
+        with autograd.record():
+            loss = loss_fn(train_model(gx), gy).mean()
+        loss.backward()
+        trainer.step(1)
+        mx.nd.waitall()
+
+    def infer():
+        infer_model(gx).wait_to_read()
+    return train, infer
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch)
+    runners = {"pytorch": torch_runner(x, y), "paddle": paddle_runner(x, y), "gluon": gluon_runner(x, y)}
+    torch.set_num_threads(args.threads)  # after every import: mxnet drops torch to one thread
+    print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS {os.environ['OMP_NUM_THREADS']}")
+    times = {(fw, kind): [] for fw in runners for kind in ("train", "infer")}
+    for i in range(args.warmup + args.iters):
+        for kind, index in (("train", 0), ("infer", 1)):
+            for fw, fns in runners.items():
+                start = time.perf_counter()
+                fns[index]()
+                if i >= args.warmup:
+                    times[fw, kind].append(time.perf_counter() - start)
+    print(f"UPANets16, batch {args.batch}, 32x32, CPU, {args.threads} threads, "
+          f"median of {args.iters} iterations (images/s; ratio to PyTorch)")
+    for kind in ("train", "infer"):
+        base = args.batch / statistics.median(times["pytorch", kind])
+        for fw in runners:
+            speed = args.batch / statistics.median(times[fw, kind])
+            print(f"  {kind:5s} {fw:8s} {speed:8.1f} img/s  x{speed / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
