@@ -16,13 +16,6 @@ class _BatchNorm:
         self.biased_var = biased_var
         self.register_buffer("num_batches_tracked", None)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
-        # torch inserts a num_batches_tracked entry into a state dict without version metadata
-        # (a plain dict, e.g. one converted from Gluon or Paddle), which strict loading then
-        # rejects as unexpected: this layer has no counter, so read it as the current version.
-        local_metadata = dict(local_metadata, version=max(2, local_metadata.get("version") or 0))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
-
     def forward(self, x):
         if not (self.training and self.biased_var):
             return super().forward(x)
