@@ -258,11 +258,10 @@ def load_safetensors(path):
 
 
 def save_safetensors(state, path, metadata=None):
-    """Write ``{name: ndarray}`` as ``.safetensors`` (atomically)."""
-    from safetensors.numpy import save
-    data = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=metadata)
-    with atomic_open(path) as f:
-        f.write(data)
+    """Write ``{name: ndarray}`` as ``.safetensors`` (atomically, streamed to the file)."""
+    from safetensors.numpy import save_file
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=metadata)
 
 
 def _require_arrays(state, path):

@@ -5,9 +5,11 @@ against the file size (target: under 3 s and under 3x the file size).
 
 Each conversion runs in a fresh process after the frameworks are imported and the model's
 shapes are known, so the figures are the conversion's own: wall time of ``convert`` and the
-growth of the resident set (peak RSS minus RSS just before) over the source file's size.
+growth of the resident set (the process's peak RSS, VmHWM, minus its RSS just before) over
+the source file's size.
 """
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -17,21 +19,21 @@ import tempfile
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import mxnet, paddle, torch  # noqa: F401  (imports are not part of the conversion)
 from scripts.convert import convert, shapes
 src, dst, model = sys.argv[1:4]
 for fmt in ("pytorch", "gluon", "paddle"):
-    shapes(fmt, model, {})  # warm the registries and model code
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-before = rss()
+    if model in __import__(fmt + "_impl").list_models():
+        shapes(fmt, model, {})  # warm the registries and model code
+def status(field):  # VmRSS now, VmHWM the peak of this process image (ru_maxrss survives exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+before = status("VmRSS")
 start = time.perf_counter()
 convert(src, dst, model, force=True)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": seconds, "grown": max(0, peak - before)}))
+print(json.dumps({"seconds": seconds, "grown": max(0, status("VmHWM") - before)}))
 """
 
 
@@ -47,8 +49,9 @@ def make_source(model, folder):
     torch.save(net.state_dict(), files["pytorch"])
     del net
     for fmt, ext in (("gluon", ".params"), ("paddle", ".pdparams"), ("safetensors", ".safetensors")):
-        files[fmt] = os.path.join(folder, f"src{ext}")
-        convert(files["pytorch"], files[fmt], model)
+        if fmt == "safetensors" or model in importlib.import_module(f"{fmt}_impl").list_models():
+            files[fmt] = os.path.join(folder, f"src{ext}")
+            convert(files["pytorch"], files[fmt], model)
     return files
 
 
@@ -60,12 +63,12 @@ def main(argv=None):
     ext = {"pytorch": ".pth", "gluon": ".params", "paddle": ".pdparams", "safetensors": ".safetensors"}
     with tempfile.TemporaryDirectory() as folder:
         files = make_source(args.model, folder)
-        size = os.path.getsize(files["gluon"])
+        size = os.path.getsize(files["pytorch"])
         print(f"{args.model}: {size / 2**20:.0f} MiB per checkpoint; median of {args.repeat} fresh processes")
         print(f"{'from':<12}{'to':<12}{'seconds':>9}{'peak growth':>14}{'x file':>8}")
         worst = (0.0, 0.0)
         for src_fmt, src in files.items():
-            for dst_fmt in ext:
+            for dst_fmt in files:
                 if dst_fmt == src_fmt:
                     continue
                 dst = os.path.join(folder, f"out{ext[dst_fmt]}")

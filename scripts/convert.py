@@ -185,6 +185,9 @@ def convert(src, dst, model=None, src_fmt=None, dst_fmt=None, kwargs=None, force
                                   f"{', '.join(_impl('pytorch').list_models())}")
         kwargs = infer_num_classes(model, canonical, kwargs)
     match_state(canonical, shapes("pytorch", model, kwargs), what=f"checkpoint {src}")
+    if model not in _impl(dst_fmt).list_models():
+        have = [fw for fw in ("gluon", "paddle", "pytorch") if model in _impl(fw).list_models()]
+        raise ConversionError(f"{model} has no {dst_fmt} implementation; it exists in {', '.join(have)}")
     if dst_fmt in ("pytorch", "safetensors"):
         out = canonical
     else:
