@@ -19,6 +19,8 @@ import numpy as np
 from common import transforms
 from common.data import get_dataset
 from common.loader import BatchLoader
+from common.checkpoint import CheckpointError
+from common.convert import ConversionError
 from scripts.convert import convert, read_state
 
 EXTENSION = {"gluon": ".params", "paddle": ".pdparams", "pytorch": ".pth"}
@@ -69,9 +71,11 @@ def train(job, args, run_dir):
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     print(f"  $ {' '.join(command[1:])}", flush=True)
-    process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout.splitlines():
-        print(f"    {line}", flush=True)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1")) as process:
+        for line in process.stdout:
+            if "Warning" not in line and "warnings.warn" not in line:
+                print(f"    {line.rstrip()}", flush=True)
     if process.returncode != 0:
         raise RuntimeError(f"{job.train_module} failed with exit code {process.returncode}")
     return os.path.join(run_dir, f"model-last{EXTENSION[job.native]}")
@@ -136,7 +140,8 @@ def table(rows):
     lines = [header] + [(r.model, r.native, f"{r.native_acc:.4f}",
                          ", ".join(f"{fw} {acc:.4f}" for fw, acc in r.port_acc.items()),
                          str(r.differ), f"{r.max_diff:.2e}", f"{r.seconds:.0f} s",
-                         "ok" if r.ok else "DISAGREES") for r in rows]
+                         "ok" if r.ok else ("FAILED" if r.native_acc != r.native_acc else "DISAGREES"))
+                        for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
@@ -156,7 +161,11 @@ def main(argv=None):
     for i, job in enumerate(j for j in jobs if available(j)):
         print(f"[{i + 1}/{len(jobs) - len(missing)}] {job.model}: train natively in {job.native}, "
               f"convert to {', '.join(job.ports)}, compare on the test images", flush=True)
-        rows.append(run_job(job, args))
+        try:
+            rows.append(run_job(job, args))
+        except (RuntimeError, ValueError, CheckpointError, ConversionError) as e:
+            print(f"  FAILED: {e}", flush=True)
+            rows.append(Row(job.model, job.native, float("nan"), {}, 0, float("nan"), 0.0, False))
     print()
     print(table(rows) if rows else "no model ran")
     return 0 if rows and all(r.ok for r in rows) else 1
