@@ -28,6 +28,12 @@ class _BatchNorm:
             self.running_var.mul_(1 - self.momentum).add_(var, alpha=self.momentum)
         return out
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # torch's BatchNorm adds a num_batches_tracked entry to a state dict without version
+        # metadata (any plain dict), which load_state_dict(strict=True) then rejects.
+        local_metadata = {**local_metadata, "version": max(2, local_metadata.get("version") or 0)}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
     def extra_repr(self):
         return super().extra_repr() + f", biased_var={self.biased_var}"
 
