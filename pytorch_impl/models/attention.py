@@ -7,7 +7,7 @@ MXNet computes (../shared/docs/framework-semantics.md):
 
 * BatchNorm updates its running variance with the biased batch variance
   (``pytorch_impl.layers.BatchNorm2d(biased_var=True)``), momentum 0.1 = Gluon's 0.9, with
-  MXNet's float32 rounding of eps and momentum;
+  MXNet's float32 rounding of the momentum;
 * ``BilinearResize2D`` is align_corners=True with interpolation weights computed in float32
   (:func:`bilinear_resize_like`), which float64 parity can see;
 * Gluon's Dense flattens its input: here ``features`` ends with an explicit ``Flatten``.
@@ -36,15 +36,15 @@ WIDTHS = {"imagenet": (64, (256, 512, 1024), 2048), "cifar": (32, (128, 256, 512
 NUM_STAGES = 3
 
 
-#: MXNet's BatchNorm takes eps and momentum as C floats: 1e-5 and 0.9 rounded to float32,
-#: which float64 parity sees (momentum 1 - 0.9f = 0.100000024 in torch's convention).
-GLUON_BN_EPS = float(np.float32(1e-5))
+#: MXNet's BatchNorm takes its momentum as a C float (0.9 rounded to float32, which float64
+#: parity of the running statistics sees: 1 - 0.9f = 0.100000024 in torch's convention) and
+#: its eps as a double (1e-5 exactly; measured).
 GLUON_BN_MOMENTUM = 1 - float(np.float32(0.9))
 
 
 def batch_norm(channels):
     """Gluon's BatchNorm (eps 1e-5, momentum 0.9, biased running variance) in torch terms."""
-    return BatchNorm2d(channels, eps=GLUON_BN_EPS, momentum=GLUON_BN_MOMENTUM, biased_var=True)
+    return BatchNorm2d(channels, eps=1e-5, momentum=GLUON_BN_MOMENTUM, biased_var=True)
 
 
 @functools.lru_cache(maxsize=None)
