@@ -5,7 +5,7 @@ PyTorch port so that both read the same flags, schedule and targets.
 * flags: ``--model``/``--num-layers``, ``--momentum``, ``--optimizer`` sgd|nag, ``--lr-mode``
   step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mix-up``/``--alpha``
   (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--ctx``,
-  ``--dtype``, ``--init-from``, plus :func:`common.runs.add_common_args`;
+  ``--dtype``, ``--init-from``, ``--stop-after``, plus :func:`common.runs.add_common_args`;
 * the learning rate of MXNet update ``num_update`` (1 for the first step) from
   :func:`common.schedules.gluoncv_lr`;
 * dense targets: label-smoothed one-hot (on 1 - e, off e / (K - 1)), mixed with the reversed
@@ -40,6 +40,9 @@ def build_parser(description, models):
     g.add_argument("--epsilon", type=float, default=0.0, help="label smoothing")
     g.add_argument("--ctx", default="cpu", help="'cpu' or comma-separated GPU ids (first one used)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs of this invocation (the schedule still "
+                        "spans --epochs; continue with --resume)")
     g.add_argument("--init-from", default=None,
                    help="start from these weights (.params, .pth or .pdparams) instead of MSRAPrelu")
     runs.add_common_args(parser, epochs=200, batch_size=64, lr=0.1, wd=1e-4)
@@ -64,6 +67,8 @@ def parse(parser, argv=None):
         parser.error(f"--alpha must be positive, got {args.alpha}")
     if args.warmup_epochs >= args.epochs and args.warmup_epochs > 0:
         parser.error("--warmup-epochs must be smaller than --epochs")
+    if args.stop_after is not None and args.stop_after < 1:
+        parser.error("--stop-after must be at least 1")
     if args.ctx != "cpu" and not all(s.strip().isdigit() for s in args.ctx.split(",")):
         parser.error(f"--ctx must be 'cpu' or GPU ids like '0,1', got {args.ctx!r}")
     return args
@@ -103,6 +108,12 @@ class Targets:
 
 def iters_per_epoch(loader, max_batches):
     return len(loader) if max_batches is None else min(len(loader), max_batches)
+
+
+def epochs_to_run(args, start_epoch):
+    """The epochs this invocation trains: from ``start_epoch`` to ``--epochs`` or ``--stop-after``."""
+    end = args.epochs if args.stop_after is None else min(args.epochs, start_epoch + args.stop_after)
+    return range(start_epoch, end)
 
 
 def numpy_dtype(args):

@@ -125,7 +125,7 @@ def main(argv=None):
     log.info("pytorch %s on %s (%d train / %d test images), %s: %s", args.model, args.dataset,
              len(train_set), len(test_set), "resuming" if args.resume else "start",
              {k: v for k, v in vars(args).items() if not k.startswith("_")})
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in recipe.epochs_to_run(args, start_epoch):
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         tic = time.time()
