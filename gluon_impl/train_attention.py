@@ -21,7 +21,9 @@ from mxnet import autograd, gluon
 
 from common import attention_recipe as recipe
 from common import runs
-from common.checkpoint import atomic_open, atomic_path, load_gluon_params, save_gluon_params
+from common.checkpoint import (atomic_open, atomic_path, load_gluon_params, load_pdparams,
+                               save_gluon_params)
+from common.convert import from_canonical, match_state, to_canonical
 from gluon_impl import create_model, list_models
 
 STATE, MOMENTUM = "train-state.json", "train-state-momentum.params"
@@ -33,8 +35,6 @@ def context(spec):
 
 def load_weights(net, path):
     """Weights from a Gluon, PyTorch or Paddle checkpoint, through the shared naming rules."""
-    from common.convert import from_canonical, match_state, to_canonical
-    from common.checkpoint import load_pdparams
     params = net._collect_params_with_prefix()
     shapes = {name: p.shape for name, p in params.items()}
     if path.endswith(".params"):

@@ -23,7 +23,8 @@ from torch import nn
 
 from common import attention_recipe as recipe
 from common import runs
-from common.checkpoint import atomic_open
+from common.checkpoint import atomic_open, load_gluon_params, load_pdparams
+from common.convert import from_canonical, match_state, to_canonical
 from pytorch_impl import create_model, list_models
 from pytorch_impl.mxnet_optim import MXNetSGD
 
@@ -51,8 +52,6 @@ def msra_prelu_init(model, generator):
 
 def load_weights(model, path):
     """Weights from a PyTorch, Gluon or Paddle checkpoint, through the shared naming rules."""
-    from common.checkpoint import load_gluon_params, load_pdparams
-    from common.convert import from_canonical, match_state, to_canonical
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if path.endswith(".params"):
         state = from_canonical(to_canonical(load_gluon_params(path), "gluon"), "pytorch", shapes)
