@@ -71,12 +71,12 @@ def soft_cross_entropy_sum(logits, targets):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, dtype, max_batches):
+def evaluate(model, loader, device, dtype, layout, max_batches):
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     batches = recipe.iters_per_epoch(loader, max_batches)
     for _, (x, y) in zip(range(batches), runs.progress(loader.epoch(0), batches, "val")):
-        out = model(torch.from_numpy(x).to(device=device, dtype=dtype))
+        out = model(torch.from_numpy(x).to(device=device, dtype=dtype).contiguous(memory_format=layout))
         label = torch.from_numpy(y).to(device)
         total_loss += float(F.cross_entropy(out, label, reduction="sum"))
         correct += int((out.argmax(1) == label).sum())
@@ -91,7 +91,11 @@ def save_atomic(obj, path):
 
 def main(argv=None):
     parser = recipe.build_parser(__doc__.splitlines()[0], list_models())
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"),
+                        default="channels_last",
+                        help="activation layout (channels_last: faster convolutions on CPU)")
     args = recipe.parse(parser, argv)
+    layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
     log_dir = runs.default_log_dir(args, f"pytorch-{args.model}")
     if args.resume and not os.path.exists(os.path.join(log_dir, STATE)):
         parser.error(f"--resume: no {STATE} in {log_dir}")
@@ -106,7 +110,7 @@ def main(argv=None):
     msra_prelu_init(model, torch.Generator().manual_seed(args.seed))
     if args.init_from:
         load_weights(model, args.init_from)
-    model.to(device)
+    model.to(device=device, memory_format=layout)
     ipe = recipe.iters_per_epoch(train_loader, args.max_batches)
     optimizer = MXNetSGD(model.parameters(), lr=args.lr, momentum=args.momentum, wd=args.wd,
                          nesterov=args.optimizer == "nag", rescale_grad=1.0 / args.batch_size)
@@ -135,7 +139,7 @@ def main(argv=None):
             for group in optimizer.param_groups:
                 group["lr"] = schedule(num_update)
                 group["rescale_grad"] = 1.0 / len(y)
-            out = model(torch.from_numpy(x).to(device))
+            out = model(torch.from_numpy(x).to(device).contiguous(memory_format=layout))
             loss = soft_cross_entropy_sum(out, torch.from_numpy(dense).to(device))
             optimizer.zero_grad()
             loss.backward()
@@ -144,12 +148,12 @@ def main(argv=None):
             correct += int((out.argmax(1).cpu().numpy() == y).sum())
             seen += len(y)
         speed = seen / (time.time() - tic)
-        val_loss, val_acc = evaluate(model, test_loader, device, dtype, args.max_batches)
+        val_loss, val_acc = evaluate(model, test_loader, device, dtype, layout, args.max_batches)
         log.epoch(epoch, train_loss=total_loss / seen, train_acc=correct / seen, val_loss=val_loss,
                   val_acc=val_acc, lr=optimizer.param_groups[0]["lr"], samples_per_s=speed,
                   mixup=targets.mixing(epoch))
 
-        weights = model.state_dict()
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_atomic(weights, os.path.join(log_dir, "model-last.pth"))
         if val_acc > best_acc or epoch == 0:
             best_acc = max(best_acc, val_acc)

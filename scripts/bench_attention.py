@@ -23,6 +23,8 @@ def parse(argv):
     parser.add_argument("--iters", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"),
+                        default="channels_last", help="PyTorch layout (the train script's)")
     args = parser.parse_args(argv)
     if args.iters < 15:
         parser.error("--iters must be at least 15 (medians over fewer say little)")
@@ -55,9 +57,11 @@ def main(argv=None):
     gx, gy = mx.nd.array(x), mx.nd.array(dense)
 
     model = create_torch(args.model, num_classes=10)
+    layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+    model = model.to(memory_format=layout)
     opt = MXNetSGD(model.parameters(), lr=0.01, momentum=0.9, wd=1e-4, nesterov=True,
                    rescale_grad=1 / args.batch_size)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(dense)
+    tx, ty = torch.from_numpy(x).contiguous(memory_format=layout), torch.from_numpy(dense)
 
     def gluon_train():
         with autograd.record():
@@ -81,7 +85,8 @@ def main(argv=None):
             model(tx)
 
     print(f"{args.model}, batch {args.batch_size}, float32, CPU, {args.threads} threads "
-          f"(torch {torch.get_num_threads()}), medians of {args.iters} interleaved iterations")
+          f"(torch {torch.get_num_threads()}, {args.memory_format}), medians of {args.iters} "
+          "interleaved iterations")
     for what, pair in (("train step", (gluon_train, torch_train)), ("inference", (gluon_infer, torch_infer))):
         times = ([], [])
         for i in range(args.warmup + args.iters):
