@@ -1,0 +1,181 @@
+"""Residual Attention Network (Wang et al., "Residual Attention Network for Image
+Classification", CVPR 2017, arXiv 1704.06904), native MXNet Gluon.
+
+The network follows the public Gluon re-implementation (haoxintong/ResidualAttentionNetwork-
+Gluon): pre-activation bottleneck units (He et al., arXiv 1603.05027) and Attention Modules
+whose soft mask branch is a bottom-up / top-down hourglass (paper Sec. 3.3, Fig. 2). A depth is
+a spec ``([p, t, r], [modules in stage 1, 2, 3])`` (Sec. 4.1): 36 m + 20 layers with
+``p, t, r = 1, 2, 1`` and m modules per stage.
+
+Two stems: ImageNet (224x224; 7x7/2 conv 64, max-pool, stages at 56/28/14 with 256/512/1024
+channels, three 2048-channel units, Table 2) and CIFAR (32x32; 3x3 conv 32, stages at 32/16/8
+with 128/256/512 channels, three 1024-channel units starting with stride 2).
+
+Every module has the same attribute names as :mod:`pytorch_impl.models.attention`, so the
+``save_parameters`` names are the PyTorch state-dict names up to common/convert.py's rules.
+The mask branch up-samples back to the size of the tensor it came from (``BilinearResize2D``
+with ``mode='like'``, align_corners=True), so any input size that survives the strides works.
+"""
+from mxnet.gluon import nn
+
+from .. import register_model
+
+#: depth -> ([p, t, r], [attention modules in stage 1, 2, 3]) (paper Sec. 4.1)
+ATTENTION_SPECS = {
+    56: ((1, 2, 1), (1, 1, 1)),
+    92: ((1, 2, 1), (1, 2, 3)),
+    128: ((1, 2, 1), (3, 3, 3)),
+    164: ((1, 2, 1), (4, 4, 4)),
+    236: ((1, 2, 1), (6, 6, 6)),
+    452: ((2, 4, 3), (6, 6, 6)),
+}
+#: variant -> (stem width, stage widths, head width)
+WIDTHS = {"imagenet": (64, (256, 512, 1024), 2048), "cifar": (32, (128, 256, 512), 1024)}
+NUM_STAGES = 3
+
+
+class PreActBottleneck(nn.HybridBlock):
+    """Pre-activation bottleneck unit (arXiv 1603.05027): BN-ReLU-1x1, BN-ReLU-3x3 (stride),
+    BN-ReLU-1x1 to ``channels``, plus the input, or a strided 1x1 projection of the
+    pre-activated input when the shape changes."""
+
+    def __init__(self, in_channels, channels, stride=1, **kwargs):
+        super().__init__(**kwargs)
+        mid = channels // 4
+        self.bn1 = nn.BatchNorm(in_channels=in_channels)
+        self.conv1 = nn.Conv2D(mid, 1, use_bias=False, in_channels=in_channels)
+        self.bn2 = nn.BatchNorm(in_channels=mid)
+        self.conv2 = nn.Conv2D(mid, 3, stride, 1, use_bias=False, in_channels=mid)
+        self.bn3 = nn.BatchNorm(in_channels=mid)
+        self.conv3 = nn.Conv2D(channels, 1, use_bias=False, in_channels=mid)
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Conv2D(channels, 1, stride, use_bias=False, in_channels=in_channels)
+        else:
+            self.downsample = None
+
+    def hybrid_forward(self, F, x):
+        pre = F.relu(self.bn1(x))
+        shortcut = self.downsample(pre) if self.downsample is not None else x
+        out = self.conv1(pre)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + shortcut
+
+
+def units(channels, count):
+    """``count`` identity bottleneck units of width ``channels``, in sequence."""
+    seq = nn.HybridSequential()
+    for _ in range(count):
+        seq.add(PreActBottleneck(channels, channels))
+    return seq
+
+
+class SoftMaskBranch(nn.HybridBlock):
+    """Soft mask branch of an Attention Module in ``stage`` (Sec. 3.3, Fig. 2).
+
+    Bottom-up: for each level k = stage..3, max-pool 3/2/1 then ``r`` units
+    (``down_units_k``); levels below the last also feed a skip unit (``skip_k``). Top-down: for
+    k = 3..stage, ``r`` units (``up_units_k``), bilinear up-sampling (align_corners=True) to the
+    size of level k's input, plus the skip of the level above. Then BN-ReLU-1x1-BN-ReLU-1x1 and
+    a sigmoid give a mask in (0, 1) (``output``).
+    """
+
+    def __init__(self, channels, stage, r, **kwargs):
+        super().__init__(**kwargs)
+        self.levels = tuple(range(stage, NUM_STAGES + 1))
+        for k in self.levels:
+            setattr(self, f"down_units_{k}", units(channels, r))
+            if k < NUM_STAGES:
+                setattr(self, f"skip_{k}", PreActBottleneck(channels, channels))
+            setattr(self, f"up_units_{k}", units(channels, r))
+        self.output = nn.HybridSequential()
+        self.output.add(nn.BatchNorm(in_channels=channels), nn.Activation("relu"),
+                        nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+                        nn.BatchNorm(in_channels=channels), nn.Activation("relu"),
+                        nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+                        nn.Activation("sigmoid"))
+
+    def hybrid_forward(self, F, x):
+        level_inputs, skips = [], []
+        for k in self.levels:
+            level_inputs.append(x)
+            x = F.Pooling(x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
+            x = getattr(self, f"down_units_{k}")(x)
+            if k < NUM_STAGES:
+                skips.append(getattr(self, f"skip_{k}")(x))
+        for k in reversed(self.levels):
+            x = getattr(self, f"up_units_{k}")(x)
+            x = F.contrib.BilinearResize2D(x, level_inputs.pop(), mode="like")
+            if skips:
+                x = x + skips.pop()
+        return self.output(x)
+
+
+class AttentionModule(nn.HybridBlock):
+    """Attention Module (Sec. 3.1-3.2): ``p`` pre units, then a trunk of ``t`` units and a
+    soft mask M in (0, 1); attention residual learning outputs (1 + M) * trunk; then ``p``
+    post units."""
+
+    def __init__(self, channels, stage, p, t, r, **kwargs):
+        super().__init__(**kwargs)
+        self.pre = units(channels, p)
+        self.trunk = units(channels, t)
+        self.mask = SoftMaskBranch(channels, stage, r)
+        self.post = units(channels, p)
+
+    def hybrid_forward(self, F, x):
+        x = self.pre(x)
+        return self.post(self.trunk(x) * (1 + self.mask(x)))
+
+
+class AttentionNet(nn.HybridBlock):
+    """Residual Attention Network of ``depth`` (a key of :data:`ATTENTION_SPECS`) for the
+    ``variant`` 'imagenet' or 'cifar': ``features`` (stem, three stages of a projection unit
+    and attention modules, three head units, BN-ReLU, global average pool, flatten) and the
+    ``output`` classifier."""
+
+    def __init__(self, depth, variant="imagenet", num_classes=1000, **kwargs):
+        super().__init__(**kwargs)
+        if depth not in ATTENTION_SPECS:
+            raise ValueError(f"no Attention-{depth}; depths: {sorted(ATTENTION_SPECS)}")
+        (p, t, r), modules = ATTENTION_SPECS[depth]
+        stem, widths, head = WIDTHS[variant]
+        self.features = nn.HybridSequential()
+        if variant == "imagenet":
+            self.features.add(nn.Conv2D(stem, 7, 2, 3, use_bias=False, in_channels=3),
+                              nn.BatchNorm(in_channels=stem), nn.Activation("relu"),
+                              nn.MaxPool2D(3, 2, 1))
+        else:
+            self.features.add(nn.Conv2D(stem, 3, 1, 1, use_bias=False, in_channels=3),
+                              nn.BatchNorm(in_channels=stem), nn.Activation("relu"))
+        in_channels = stem
+        for stage, (width, count) in enumerate(zip(widths, modules), start=1):
+            self.features.add(PreActBottleneck(in_channels, width, 1 if stage == 1 else 2))
+            for _ in range(count):
+                self.features.add(AttentionModule(width, stage, p, t, r))
+            in_channels = width
+        self.features.add(PreActBottleneck(in_channels, head, 2),
+                          PreActBottleneck(head, head), PreActBottleneck(head, head),
+                          nn.BatchNorm(in_channels=head), nn.Activation("relu"),
+                          nn.GlobalAvgPool2D(), nn.Flatten())
+        self.output = nn.Dense(num_classes, in_units=head)
+
+    def hybrid_forward(self, F, x):
+        return self.output(self.features(x))
+
+
+def _register(depth, variant):
+    name = f"attention{depth}" + ("_cifar" if variant == "cifar" else "")
+    default_classes = 10 if variant == "cifar" else 1000
+
+    def constructor(num_classes=default_classes, **kwargs):
+        return AttentionNet(depth, variant, num_classes, **kwargs)
+
+    constructor.__name__ = name
+    constructor.__doc__ = f"Attention-{depth} ({variant} variant)."
+    register_model(constructor)
+
+
+for _depth in ATTENTION_SPECS:
+    for _variant in WIDTHS:
+        _register(_depth, _variant)

@@ -1,0 +1,211 @@
+"""Residual Attention Network (Wang et al., arXiv 1704.06904), the PyTorch port of the native
+Gluon model in :mod:`gluon_impl.models.attention`.
+
+The module tree and attribute names are the Gluon ones, so a Gluon ``save_parameters`` file
+loads after common/convert.py's naming rules alone. What the port does to compute exactly what
+MXNet computes (../shared/docs/framework-semantics.md):
+
+* BatchNorm updates its running variance with the biased batch variance
+  (``pytorch_impl.layers.BatchNorm2d(biased_var=True)``), momentum 0.1 = Gluon's 0.9, with
+  MXNet's float32 rounding of the momentum;
+* ``BilinearResize2D`` is align_corners=True with interpolation weights computed in float32
+  (:func:`bilinear_resize_like`), which float64 parity can see;
+* Gluon's Dense flattens its input: here ``features`` ends with an explicit ``Flatten``.
+"""
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import register_model
+from ..layers import BatchNorm2d
+
+#: depth -> ([p, t, r], [attention modules in stage 1, 2, 3]) (paper Sec. 4.1)
+ATTENTION_SPECS = {
+    56: ((1, 2, 1), (1, 1, 1)),
+    92: ((1, 2, 1), (1, 2, 3)),
+    128: ((1, 2, 1), (3, 3, 3)),
+    164: ((1, 2, 1), (4, 4, 4)),
+    236: ((1, 2, 1), (6, 6, 6)),
+    452: ((2, 4, 3), (6, 6, 6)),
+}
+#: variant -> (stem width, stage widths, head width)
+WIDTHS = {"imagenet": (64, (256, 512, 1024), 2048), "cifar": (32, (128, 256, 512), 1024)}
+NUM_STAGES = 3
+
+
+#: MXNet's BatchNorm takes its momentum as a C float (0.9 rounded to float32, which float64
+#: parity of the running statistics sees: 1 - 0.9f = 0.100000024 in torch's convention) and
+#: its eps as a double (1e-5 exactly; measured).
+GLUON_BN_MOMENTUM = 1 - float(np.float32(0.9))
+
+
+def batch_norm(channels):
+    """Gluon's BatchNorm (eps 1e-5, momentum 0.9, biased running variance) in torch terms."""
+    return BatchNorm2d(channels, eps=1e-5, momentum=GLUON_BN_MOMENTUM, biased_var=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _resize_matrix(size_in, size_out):
+    """[size_out, size_in] align_corners=True linear-interpolation matrix, with MXNet's
+    float32 source positions and weights (``BilinearResize2D``'s CPU kernel)."""
+    scale = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
+    position = scale * np.arange(size_out, dtype=np.float32)
+    low = position.astype(np.int64)
+    weight_high = (position - low.astype(np.float32)).astype(np.float64)
+    high = np.minimum(low + 1, size_in - 1)
+    matrix = np.zeros((size_out, size_in))
+    rows = np.arange(size_out)
+    np.add.at(matrix, (rows, low), 1 - weight_high)
+    np.add.at(matrix, (rows, high), weight_high)
+    return torch.from_numpy(matrix)
+
+
+def bilinear_resize_like(x, like):
+    """Resize ``x`` (N, C, H, W) to the height and width of ``like`` as MXNet's
+    ``contrib.BilinearResize2D(x, like, mode='like')`` does: separable align_corners=True
+    interpolation, one matrix product per axis."""
+    (h_in, w_in), (h_out, w_out) = x.shape[-2:], like.shape[-2:]
+    rows = _resize_matrix(h_in, h_out).to(x)
+    cols = _resize_matrix(w_in, w_out).to(x)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck unit (arXiv 1603.05027): BN-ReLU-1x1, BN-ReLU-3x3 (stride),
+    BN-ReLU-1x1 to ``channels``, plus the input, or a strided 1x1 projection of the
+    pre-activated input when the shape changes."""
+
+    def __init__(self, in_channels, channels, stride=1):
+        super().__init__()
+        mid = channels // 4
+        self.bn1 = batch_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, mid, 1, bias=False)
+        self.bn2 = batch_norm(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.bn3 = batch_norm(mid)
+        self.conv3 = nn.Conv2d(mid, channels, 1, bias=False)
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Conv2d(in_channels, channels, 1, stride, bias=False)
+        else:
+            self.downsample = None
+
+    def forward(self, x):
+        pre = F.relu(self.bn1(x))
+        shortcut = self.downsample(pre) if self.downsample is not None else x
+        out = self.conv1(pre)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + shortcut
+
+
+def units(channels, count):
+    """``count`` identity bottleneck units of width ``channels``, in sequence."""
+    return nn.Sequential(*(PreActBottleneck(channels, channels) for _ in range(count)))
+
+
+class SoftMaskBranch(nn.Module):
+    """Soft mask branch of an Attention Module in ``stage`` (Sec. 3.3, Fig. 2).
+
+    Bottom-up: for each level k = stage..3, max-pool 3/2/1 then ``r`` units
+    (``down_units_k``); levels below the last also feed a skip unit (``skip_k``). Top-down: for
+    k = 3..stage, ``r`` units (``up_units_k``), bilinear up-sampling (align_corners=True) to the
+    size of level k's input, plus the skip of the level above. Then BN-ReLU-1x1-BN-ReLU-1x1 and
+    a sigmoid give a mask in (0, 1) (``output``).
+    """
+
+    def __init__(self, channels, stage, r):
+        super().__init__()
+        self.levels = tuple(range(stage, NUM_STAGES + 1))
+        for k in self.levels:
+            setattr(self, f"down_units_{k}", units(channels, r))
+            if k < NUM_STAGES:
+                setattr(self, f"skip_{k}", PreActBottleneck(channels, channels))
+            setattr(self, f"up_units_{k}", units(channels, r))
+        self.output = nn.Sequential(
+            batch_norm(channels), nn.ReLU(), nn.Conv2d(channels, channels, 1, bias=False),
+            batch_norm(channels), nn.ReLU(), nn.Conv2d(channels, channels, 1, bias=False),
+            nn.Sigmoid())
+
+    def forward(self, x):
+        level_inputs, skips = [], []
+        for k in self.levels:
+            level_inputs.append(x)
+            x = F.max_pool2d(x, 3, 2, 1)
+            x = getattr(self, f"down_units_{k}")(x)
+            if k < NUM_STAGES:
+                skips.append(getattr(self, f"skip_{k}")(x))
+        for k in reversed(self.levels):
+            x = getattr(self, f"up_units_{k}")(x)
+            x = bilinear_resize_like(x, level_inputs.pop())
+            if skips:
+                x = x + skips.pop()
+        return self.output(x)
+
+
+class AttentionModule(nn.Module):
+    """Attention Module (Sec. 3.1-3.2): ``p`` pre units, then a trunk of ``t`` units and a
+    soft mask M in (0, 1); attention residual learning outputs (1 + M) * trunk; then ``p``
+    post units."""
+
+    def __init__(self, channels, stage, p, t, r):
+        super().__init__()
+        self.pre = units(channels, p)
+        self.trunk = units(channels, t)
+        self.mask = SoftMaskBranch(channels, stage, r)
+        self.post = units(channels, p)
+
+    def forward(self, x):
+        x = self.pre(x)
+        return self.post(self.trunk(x) * (1 + self.mask(x)))
+
+
+class AttentionNet(nn.Module):
+    """Residual Attention Network of ``depth`` (a key of :data:`ATTENTION_SPECS`) for the
+    ``variant`` 'imagenet' or 'cifar': ``features`` (stem, three stages of a projection unit
+    and attention modules, three head units, BN-ReLU, global average pool, flatten) and the
+    ``output`` classifier."""
+
+    def __init__(self, depth, variant="imagenet", num_classes=1000):
+        super().__init__()
+        if depth not in ATTENTION_SPECS:
+            raise ValueError(f"no Attention-{depth}; depths: {sorted(ATTENTION_SPECS)}")
+        (p, t, r), modules = ATTENTION_SPECS[depth]
+        stem, widths, head = WIDTHS[variant]
+        if variant == "imagenet":
+            layers = [nn.Conv2d(3, stem, 7, 2, 3, bias=False), batch_norm(stem), nn.ReLU(),
+                      nn.MaxPool2d(3, 2, 1)]
+        else:
+            layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), batch_norm(stem), nn.ReLU()]
+        in_channels = stem
+        for stage, (width, count) in enumerate(zip(widths, modules), start=1):
+            layers.append(PreActBottleneck(in_channels, width, 1 if stage == 1 else 2))
+            layers += [AttentionModule(width, stage, p, t, r) for _ in range(count)]
+            in_channels = width
+        layers += [PreActBottleneck(in_channels, head, 2), PreActBottleneck(head, head),
+                   PreActBottleneck(head, head), batch_norm(head), nn.ReLU(),
+                   nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.output = nn.Linear(head, num_classes)
+
+    def forward(self, x):
+        return self.output(self.features(x))
+
+
+def _register(depth, variant):
+    name = f"attention{depth}" + ("_cifar" if variant == "cifar" else "")
+    default_classes = 10 if variant == "cifar" else 1000
+
+    def constructor(num_classes=default_classes, **kwargs):
+        return AttentionNet(depth, variant, num_classes, **kwargs)
+
+    constructor.__name__ = name
+    constructor.__doc__ = f"Attention-{depth} ({variant} variant)."
+    register_model(constructor)
+
+
+for _depth in ATTENTION_SPECS:
+    for _variant in WIDTHS:
+        _register(_depth, _variant)
