@@ -28,6 +28,11 @@ class _BatchNorm:
             self.running_var.mul_(1 - self.momentum).add_(var, alpha=self.momentum)
         return out
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        # torch adds a num_batches_tracked entry to a state dict without version metadata
+        # (any plain dict, e.g. a converted one), which strict loading then rejects
+        super()._load_from_state_dict(state_dict, prefix, {**local_metadata, "version": 2}, *args)
+
     def extra_repr(self):
         return super().extra_repr() + f", biased_var={self.biased_var}"
 
