@@ -35,7 +35,8 @@ def output_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
-def _pad(x, padding, pad_mode):
+def pad(x, padding, pad_mode):
+    """``x`` padded by ``padding`` on every side with zeros (0) or by reflection (1)."""
     if pad_mode not in (ZERO_PAD, REFLECT_PAD):
         raise ValueError(f"pad_mode must be 0 (zeros) or 1 (reflection), got {pad_mode!r}")
     if padding == 0:
@@ -145,7 +146,7 @@ def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_m
     if tuple(weight.shape) != expected or c % weight.shape[1]:
         raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit x {tuple(x.shape)}: "
                          f"expected {expected} with C = {c} a multiple of C_w")
-    return _Aggregation.apply(_pad(x, padding, pad_mode), weight.contiguous(),
+    return _Aggregation.apply(pad(x, padding, pad_mode), weight.contiguous(),
                               kernel_size, stride, dilation, out_h, out_w)
 
 
@@ -155,7 +156,7 @@ def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mod
         raise ValueError(f"subtraction2 expects two [N, C, H, W] tensors of one shape, got "
                          f"{tuple(x1.shape)} and {tuple(x2.shape)}")
     out_h, out_w = _geometry(x1, kernel_size, stride, padding, dilation)
-    return _Subtraction2.apply(x1, _pad(x2, padding, pad_mode), kernel_size, stride, dilation,
+    return _Subtraction2.apply(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation,
                                out_h, out_w)
 
 

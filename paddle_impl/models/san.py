@@ -9,7 +9,7 @@ from paddle import nn
 
 from .. import register_model
 from ..layers import BatchNorm2D
-from ..san_ops import REFLECT_PAD, aggregation, subtraction, subtraction2
+from ..san_ops import REFLECT_PAD, aggregation, pad, subtraction, subtraction2
 
 SAN_LAYERS = {10: (2, 1, 2, 4, 1), 15: (3, 2, 3, 5, 2), 19: (3, 3, 4, 6, 3)}
 SAN_KERNELS = (3, 7, 7, 7, 7)
@@ -61,13 +61,13 @@ class SAM(nn.Layer):
     def attention_weights(self, x, x1, x2):
         """[N, out_planes // share_planes, k*k, H*W] attention weights."""
         n, _, h, w = x.shape
-        k, pad = self.kernel_size, self.padding
+        k, p = self.kernel_size, self.padding
         if self.sa_type == "pairwise":
-            p = self.conv_p(position_grid(h, w, x.dtype))
-            relation = paddle.concat([subtraction2(x1, x2, k, 1, pad, 1, REFLECT_PAD),
-                                      subtraction(p, k, 1, pad, 1, REFLECT_PAD).expand([n, -1, -1, -1])], 1)
+            position = self.conv_p(position_grid(h, w, x.dtype))
+            relation = paddle.concat([subtraction2(x1, x2, k, 1, p, 1, REFLECT_PAD),
+                                      subtraction(position, k, 1, p, 1, REFLECT_PAD).expand([n, -1, -1, -1])], 1)
             return F.softmax(self.conv_w(relation), axis=-2)
-        patch = F.unfold(F.pad(x2, [pad] * 4, mode="reflect") if pad else x2, k)
+        patch = F.unfold(pad(x2, p, REFLECT_PAD), k)
         features = paddle.concat([x1.reshape([n, -1, 1, h * w]), patch.reshape([n, -1, 1, h * w])], 1)
         return self.conv_w(features).reshape([n, -1, k * k, h * w])
 
