@@ -90,7 +90,7 @@ class _Aggregation(Function):
         grad_w_view = grad_w.view(n, c_w, kernel * kernel, out_h, out_w) if grad_w is not None else None
         for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
             if grad_x is not None:
-                grad_x[:, :, rows, cols] += (g * w[:, :, :, j]).view(n, c, out_h, out_w)
+                grad_x[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w).addcmul_(g, w[:, :, :, j])
             if grad_w is not None:
                 window = x_padded[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w)
                 grad_w_view[:, :, j] = (g * window).sum(1)
