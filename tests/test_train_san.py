@@ -105,3 +105,22 @@ def test_bad_input_gives_a_clear_error(tmp_path):
     assert "do not fit 64x64 images" in result.stderr
     result = train("--resume", "--log-dir", str(tmp_path / "none"), *SMALL, check=False)
     assert result.returncode != 0 and "nothing to resume" in result.stderr
+
+
+def test_paddle_run_and_exact_resume(tmp_path):
+    """paddle_impl.train_san: the run folder, and 1 epoch + --resume = 2 epochs at once."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    module = "paddle_impl.train_san"
+    train(*SMALL, "--epochs", "2", "--log-dir", str(straight), module=module)
+    train(*SMALL, "--epochs", "1", "--log-dir", str(resumed), module=module)
+    train(*SMALL, "--epochs", "2", "--log-dir", str(resumed), "--resume", module=module)
+    from common.checkpoint import load_pdparams
+    expected = load_pdparams(straight / "model-last.pdparams")
+    actual = load_pdparams(resumed / "model-last.pdparams")
+    assert set(expected) == set(actual) and len(expected) > 100
+    for k in expected:
+        assert np.array_equal(expected[k], actual[k]), k
+    rows = metrics(resumed)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in metrics(straight)]
+    assert {"model-best.pdparams", "train-state.pdopt"} <= set(os.listdir(resumed))
