@@ -6,8 +6,9 @@
 * ``subtraction(x, ...)`` / ``subtraction2(x1, x2, ...)``: centre minus each window offset;
 
 zero (``pad_mode=0``) or reflection (``pad_mode=1``) padding. As in PyTorch, each operator is
-a ``PyLayer`` that walks the ``k*k`` window offsets over strided views of the padded input,
-so the ``C x k*k x L`` unfolded input is never built.
+a ``PyLayer``: aggregation walks the ``k*k`` window offsets over strided views of the padded
+input, so its ``C x k*k x L`` unfolded input is never built, and the subtractions unfold into
+their output.
 """
 import paddle
 import paddle.nn.functional as F
@@ -90,25 +91,22 @@ class _Subtraction2(PyLayer):
         ctx.geometry = kernel, stride, dilation, out_h, out_w, x1.shape, x2_padded.shape
         ctx.needs_grad = not x1.stop_gradient, not x2_padded.stop_gradient
         rows, cols = _centre_slices(stride, out_h, out_w)
-        centre = x1[:, :, rows, cols]
-        out = paddle.stack([centre - x2_padded[:, :, r, s]
-                            for r, s in _offsets(kernel, stride, dilation, out_h, out_w)], 2)
-        return out.reshape([n, c, kernel * kernel, out_h * out_w])
+        windows = F.unfold(x2_padded, kernel, strides=stride, dilations=dilation)
+        centre = x1[:, :, rows, cols].reshape([n, c, 1, out_h * out_w])
+        return centre - windows.reshape([n, c, kernel * kernel, out_h * out_w])
 
     @staticmethod
     def backward(ctx, grad_out):
         kernel, stride, dilation, out_h, out_w, x1_shape, x2_shape = ctx.geometry
         n, c = grad_out.shape[:2]
-        g = grad_out.reshape([n, c, kernel * kernel, out_h, out_w])
         grad_x1 = grad_x2 = None
         if ctx.needs_grad[0]:
             grad_x1 = paddle.zeros(x1_shape, dtype=grad_out.dtype)
             rows, cols = _centre_slices(stride, out_h, out_w)
-            grad_x1[:, :, rows, cols] = g.sum(2)
+            grad_x1[:, :, rows, cols] = grad_out.sum(2).reshape([n, c, out_h, out_w])
         if ctx.needs_grad[1]:
-            grad_x2 = paddle.zeros(x2_shape, dtype=grad_out.dtype)
-            for j, (r, s) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
-                grad_x2[:, :, r, s] -= g[:, :, j]
+            grad_x2 = -F.fold(grad_out.reshape([n, c * kernel * kernel, out_h * out_w]),
+                              list(x2_shape[2:]), kernel, strides=stride, dilations=dilation)
         return grad_x1, grad_x2
 
 

@@ -18,10 +18,11 @@ The centre of output position ``(h, w)`` is the input at ``(h * stride, w * stri
 window with the same stride), which is the middle of the window when
 ``padding = dilation * (kernel - 1) // 2``, as in every SAN layer.
 
-Memory: no operator builds the ``C x k*k x L`` unfolded input. Each one pads its input once
-and walks the ``k*k`` window offsets, reading a strided view of the padded input per offset;
-:func:`aggregation` keeps only its padded input and weights for the backward pass, and the
-subtractions keep nothing but shapes (their output, ``C x k*k x L``, is what they compute).
+Memory: :func:`aggregation` never builds the ``C x k*k x L`` unfolded input: it pads its input
+once and walks the ``k*k`` window offsets, reading a strided view of the padded input per
+offset, and keeps only its padded input and weights for the backward pass. The subtractions
+unfold straight into their output (``C x k*k x L``, which is what they compute), negated and
+shifted in place, and keep nothing but shapes.
 """
 import torch
 import torch.nn.functional as F
@@ -98,32 +99,27 @@ class _Aggregation(Function):
 
 
 class _Subtraction2(Function):
-    """x1 at the window centre minus x2 at each window offset (x2 already padded)."""
+    """x1 at the window centre minus x2 at each window offset (x2 already padded): the
+    unfolded windows of x2 are the output's own buffer, negated and shifted in place."""
 
     @staticmethod
     def forward(ctx, x1, x2_padded, kernel, stride, dilation, out_h, out_w):
         n, c = x1.shape[:2]
-        ctx.geometry = kernel, stride, dilation, out_h, out_w, x2_padded.shape
-        centre = _centre(x1, stride, out_h, out_w)
-        ctx.x1_shape = x1.shape
-        out = x1.new_empty(n, c, kernel * kernel, out_h, out_w)
-        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
-            torch.sub(centre, x2_padded[:, :, rows, cols], out=out[:, :, j])
-        return out.view(n, c, kernel * kernel, out_h * out_w)
+        ctx.geometry = kernel, stride, dilation, out_h, out_w, x1.shape, x2_padded.shape
+        out = F.unfold(x2_padded, kernel, dilation=dilation, stride=stride).view(n, c, kernel * kernel, -1)
+        return out.neg_().add_(_centre(x1, stride, out_h, out_w).reshape(n, c, 1, -1))
 
     @staticmethod
     def backward(ctx, grad_out):
-        kernel, stride, dilation, out_h, out_w, x2_shape = ctx.geometry
+        kernel, stride, dilation, out_h, out_w, x1_shape, x2_shape = ctx.geometry
         n, c = grad_out.shape[:2]
-        g = grad_out.reshape(n, c, kernel * kernel, out_h, out_w)
         grad_x1 = grad_x2 = None
         if ctx.needs_input_grad[0]:
-            grad_x1 = grad_out.new_zeros(ctx.x1_shape)
-            _centre(grad_x1, stride, out_h, out_w).copy_(g.sum(2))
+            grad_x1 = grad_out.new_zeros(x1_shape)
+            _centre(grad_x1, stride, out_h, out_w).copy_(grad_out.sum(2).view(n, c, out_h, out_w))
         if ctx.needs_input_grad[1]:
-            grad_x2 = grad_out.new_zeros(x2_shape)
-            for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
-                grad_x2[:, :, rows, cols] -= g[:, :, j]
+            grad_x2 = F.fold(grad_out.reshape(n, -1, out_h * out_w), x2_shape[2:], kernel,
+                             dilation=dilation, stride=stride).neg_()
         return grad_x1, grad_x2, None, None, None, None, None
 
 
