@@ -75,7 +75,8 @@ def test_aggregation_values_and_gradients(geometry, pad_mode):
     assert_close(y, loop_aggregation(x, w, k, s, p, d, pad_mode), np.float64, "aggregation")
     # the forward equals the loop reference, so gradcheck's finite differences of it check
     # the hand-written backward
-    assert torch.autograd.gradcheck(lambda a, b: aggregation(a, b, k, s, p, d, pad_mode), (xt, wt), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b: aggregation(a, b, k, s, p, d, pad_mode), (xt, wt),
+                                    fast_mode=True)
 
 
 @pytest.mark.parametrize("geometry,pad_mode", CASES)
@@ -85,7 +86,8 @@ def test_subtraction2_values_and_gradients(geometry, pad_mode):
     a, b = _t(x1), _t(x2)
     y = subtraction2(a, b, k, s, p, d, pad_mode)
     assert_close(y, loop_subtraction2(x1, x2, k, s, p, d, pad_mode), np.float64, "subtraction2")
-    assert torch.autograd.gradcheck(lambda u, v: subtraction2(u, v, k, s, p, d, pad_mode), (a, b), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda u, v: subtraction2(u, v, k, s, p, d, pad_mode), (a, b),
+                                    fast_mode=True)
 
 
 @pytest.mark.parametrize("geometry,pad_mode", CASES)

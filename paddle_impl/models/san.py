@@ -64,8 +64,9 @@ class SAM(nn.Layer):
         k, p = self.kernel_size, self.padding
         if self.sa_type == "pairwise":
             position = self.conv_p(position_grid(h, w, x.dtype))
+            relative_position = subtraction(position, k, 1, p, 1, REFLECT_PAD)
             relation = paddle.concat([subtraction2(x1, x2, k, 1, p, 1, REFLECT_PAD),
-                                      subtraction(position, k, 1, p, 1, REFLECT_PAD).expand([n, -1, -1, -1])], 1)
+                                      relative_position.expand([n, -1, -1, -1])], 1)
             return F.softmax(self.conv_w(relation), axis=-2)
         patch = F.unfold(pad(x2, p, REFLECT_PAD), k)
         features = paddle.concat([x1.reshape([n, -1, 1, h * w]), patch.reshape([n, -1, 1, h * w])], 1)

@@ -77,8 +77,9 @@ class SAM(nn.Module):
         k, p = self.kernel_size, self.padding
         if self.sa_type == "pairwise":
             position = self.conv_p(position_grid(h, w, x.dtype, x.device))
+            relative_position = subtraction(position, k, 1, p, 1, REFLECT_PAD)
             relation = torch.cat([subtraction2(x1, x2, k, 1, p, 1, REFLECT_PAD),
-                                  subtraction(position, k, 1, p, 1, REFLECT_PAD).expand(n, -1, -1, -1)], 1)
+                                  relative_position.expand(n, -1, -1, -1)], 1)
             return torch.softmax(self.conv_w(relation), dim=-2)
         patch = F.unfold(pad(x2, p, REFLECT_PAD), k)
         features = torch.cat([x1.reshape(n, -1, 1, h * w), patch.view(n, -1, 1, h * w)], 1)
