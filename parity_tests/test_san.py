@@ -1,6 +1,7 @@
 """SAN (born in PyTorch) against its PaddlePaddle port: operators, weight conversion through
 common/convert.py, forward in eval and train mode, gradients and three SGD steps of a reduced
-SAN (layers (1, 1, 1, 1, 1)) at 32x32, batch 2, in float64 (and float32 for the forward).
+SAN (layers (1, 1, 1, 1, 1)) at 32x32 (forward batch 2, gradients 4, training steps 8), in
+float64 (and float32 for the forward).
 
 At 32x32 the five stages see 16, 8, 4, 2 and 1 pixels, and reflection padding needs an input
 larger than the padding, so the reduced SAN uses kernels (3, 3, 3, 3, 1).
