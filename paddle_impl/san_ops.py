@@ -1,0 +1,148 @@
+"""SAN's operators in PaddlePaddle, with the names, arguments and semantics of
+``pytorch_impl/san_ops.py`` (read its docstring for the definitions):
+
+* ``aggregation(x, w, kernel_size, stride, padding, dilation, pad_mode)``: weighted sum of
+  each window, weight channel ``c mod C_w`` for input channel ``c``;
+* ``subtraction(x, ...)`` / ``subtraction2(x1, x2, ...)``: centre minus each window offset;
+
+zero (``pad_mode=0``) or reflection (``pad_mode=1``) padding. As in PyTorch, each operator is
+a ``PyLayer``: aggregation walks the ``k*k`` window offsets over strided views of the padded
+input, so its ``C x k*k x L`` unfolded input is never built, and the subtractions unfold into
+their output.
+"""
+import paddle
+import paddle.nn.functional as F
+from paddle.autograd import PyLayer
+
+ZERO_PAD, REFLECT_PAD = 0, 1
+
+
+def output_size(size, kernel, stride, padding, dilation):
+    """Number of window positions along one axis (as a convolution)."""
+    return (size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def pad(x, padding, pad_mode):
+    """``x`` padded by ``padding`` on every side with zeros (0) or by reflection (1)."""
+    if pad_mode not in (ZERO_PAD, REFLECT_PAD):
+        raise ValueError(f"pad_mode must be 0 (zeros) or 1 (reflection), got {pad_mode!r}")
+    if padding == 0:
+        return x
+    if pad_mode == REFLECT_PAD and padding >= min(x.shape[2], x.shape[3]):
+        raise ValueError(f"reflection padding {padding} needs an input larger than "
+                         f"{padding}x{padding}, got {tuple(x.shape[2:])}")
+    return F.pad(x, [padding] * 4, mode="reflect" if pad_mode == REFLECT_PAD else "constant")
+
+
+def _offsets(kernel, stride, dilation, out_h, out_w):
+    """For each window offset j (row-major), the strided slices of the padded input that
+    hold x[window_j(p)] for every output position p."""
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    for kh in range(kernel):
+        for kw in range(kernel):
+            top, left = kh * dilation, kw * dilation
+            yield (slice(top, top + span_h, stride), slice(left, left + span_w, stride))
+
+
+def _centre_slices(stride, out_h, out_w):
+    return slice(0, (out_h - 1) * stride + 1, stride), slice(0, (out_w - 1) * stride + 1, stride)
+
+
+class _Aggregation(PyLayer):
+    @staticmethod
+    def forward(ctx, x_padded, weight, kernel, stride, dilation, out_h, out_w):
+        n, c = x_padded.shape[:2]
+        c_w = weight.shape[1]
+        ctx.save_for_backward(x_padded, weight)
+        ctx.geometry = kernel, stride, dilation, out_h, out_w
+        ctx.needs_grad = not x_padded.stop_gradient, not weight.stop_gradient
+        w = weight.reshape([n, 1, c_w, kernel * kernel, out_h, out_w])
+        out = paddle.zeros([n, c // c_w, c_w, out_h, out_w], dtype=x_padded.dtype)
+        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+            window = x_padded[:, :, rows, cols].reshape([n, c // c_w, c_w, out_h, out_w])
+            out.add_(window * w[:, :, :, j])
+        return out.reshape([n, c, out_h, out_w])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_padded, weight = ctx.saved_tensor()
+        kernel, stride, dilation, out_h, out_w = ctx.geometry
+        n, c = x_padded.shape[:2]
+        c_w = weight.shape[1]
+        g = grad_out.reshape([n, c // c_w, c_w, out_h, out_w])
+        w = weight.reshape([n, 1, c_w, kernel * kernel, out_h, out_w])
+        needs_x, needs_w = ctx.needs_grad
+        grad_x = paddle.zeros_like(x_padded) if needs_x else None
+        grad_w = []
+        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+            if needs_x:
+                grad_x[:, :, rows, cols] += (g * w[:, :, :, j]).reshape([n, c, out_h, out_w])
+            if needs_w:
+                window = x_padded[:, :, rows, cols].reshape([n, c // c_w, c_w, out_h, out_w])
+                grad_w.append((g * window).sum(1))
+        grad_w = paddle.stack(grad_w, 2).reshape(weight.shape) if needs_w else None
+        return grad_x, grad_w
+
+
+class _Subtraction2(PyLayer):
+    @staticmethod
+    def forward(ctx, x1, x2_padded, kernel, stride, dilation, out_h, out_w):
+        n, c = x1.shape[:2]
+        ctx.geometry = kernel, stride, dilation, out_h, out_w, x1.shape, x2_padded.shape
+        ctx.needs_grad = not x1.stop_gradient, not x2_padded.stop_gradient
+        rows, cols = _centre_slices(stride, out_h, out_w)
+        windows = F.unfold(x2_padded, kernel, strides=stride, dilations=dilation)
+        centre = x1[:, :, rows, cols].reshape([n, c, 1, out_h * out_w])
+        return centre - windows.reshape([n, c, kernel * kernel, out_h * out_w])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        kernel, stride, dilation, out_h, out_w, x1_shape, x2_shape = ctx.geometry
+        n, c = grad_out.shape[:2]
+        grad_x1 = grad_x2 = None
+        if ctx.needs_grad[0]:
+            grad_x1 = paddle.zeros(x1_shape, dtype=grad_out.dtype)
+            rows, cols = _centre_slices(stride, out_h, out_w)
+            grad_x1[:, :, rows, cols] = grad_out.sum(2).reshape([n, c, out_h, out_w])
+        if ctx.needs_grad[1]:
+            grad_x2 = -F.fold(grad_out.reshape([n, c * kernel * kernel, out_h * out_w]),
+                              list(x2_shape[2:]), kernel, strides=stride, dilations=dilation)
+        return grad_x1, grad_x2
+
+
+def _geometry(x, kernel, stride, padding, dilation):
+    out_h = output_size(x.shape[2], kernel, stride, padding, dilation)
+    out_w = output_size(x.shape[3], kernel, stride, padding, dilation)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a {kernel}x{kernel} window (dilation {dilation}, padding {padding}) "
+                         f"does not fit an input of {tuple(x.shape[2:])}")
+    return out_h, out_w
+
+
+def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
+    """Weighted sum of every window of ``x``: ``[N, C, Ho, Wo]``."""
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError("aggregation expects x [N, C, H, W] and weight [N, C_w, k*k, L]")
+    out_h, out_w = _geometry(x, kernel_size, stride, padding, dilation)
+    n, c = x.shape[:2]
+    expected = (n, weight.shape[1], kernel_size * kernel_size, out_h * out_w)
+    if tuple(weight.shape) != expected or c % weight.shape[1]:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit x {tuple(x.shape)}: "
+                         f"expected {expected} with C = {c} a multiple of C_w")
+    return _Aggregation.apply(pad(x, padding, pad_mode), weight, kernel_size, stride, dilation,
+                              out_h, out_w)
+
+
+def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
+    """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``."""
+    if x1.ndim != 4 or x1.shape != x2.shape:
+        raise ValueError(f"subtraction2 expects two [N, C, H, W] tensors of one shape, got "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
+    out_h, out_w = _geometry(x1, kernel_size, stride, padding, dilation)
+    return _Subtraction2.apply(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation,
+                               out_h, out_w)
+
+
+def subtraction(x, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
+    """``x`` at each window's centre minus ``x`` at each window offset: ``[N, C, k*k, L]``."""
+    return subtraction2(x, x, kernel_size, stride, padding, dilation, pad_mode)

@@ -1,0 +1,161 @@
+"""The three operators of SAN's self-attention (Zhao, Jia, Koltun, CVPR 2020, Sec. 3),
+in plain PyTorch with their own autograd, on any device and without CuPy.
+
+For an input of ``H x W``, a ``kernel x kernel`` window with ``stride``, ``padding`` and
+``dilation`` visits ``Ho x Wo`` output positions (``L = Ho * Wo``), as a convolution would.
+``pad_mode`` 0 pads with zeros, 1 reflects (as ``nn.ReflectionPad2d``, so ``padding`` must be
+smaller than the input).
+
+* :func:`aggregation` ``(x [N, C, H, W], w [N, C_w, k*k, L]) -> [N, C, Ho, Wo]``:
+  ``y[n, c, p] = sum_j w[n, c mod C_w, j, p] * x[n, c, window_j(p)]``, the weighted sum of each
+  window (Eq. 1 of the paper). ``C`` is a multiple of ``C_w`` and the weight channels are
+  shared **interleaved**: input channel ``c`` uses weight channel ``c mod C_w``.
+* :func:`subtraction` ``(x [N, C, H, W]) -> [N, C, k*k, L]``: ``x[centre(p)] - x[window_j(p)]``.
+* :func:`subtraction2` ``(x1, x2) -> [N, C, k*k, L]``: ``x1[centre(p)] - x2[window_j(p)]``,
+  the relation ``delta(x_i, x_j) = x_i - x_j`` of pairwise attention (Eq. 3).
+
+The centre of output position ``(h, w)`` is the input at ``(h * stride, w * stride)`` (a 1x1
+window with the same stride), which is the middle of the window when
+``padding = dilation * (kernel - 1) // 2``, as in every SAN layer.
+
+Memory: :func:`aggregation` never builds the ``C x k*k x L`` unfolded input: it pads its input
+once and walks the ``k*k`` window offsets, reading a strided view of the padded input per
+offset, and keeps only its padded input and weights for the backward pass. The subtractions
+unfold straight into their output (``C x k*k x L``, which is what they compute), negated and
+shifted in place, and keep nothing but shapes.
+"""
+import torch
+import torch.nn.functional as F
+from torch.autograd import Function
+
+ZERO_PAD, REFLECT_PAD = 0, 1
+
+
+def output_size(size, kernel, stride, padding, dilation):
+    """Number of window positions along one axis (as a convolution)."""
+    return (size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def pad(x, padding, pad_mode):
+    """``x`` padded by ``padding`` on every side with zeros (0) or by reflection (1)."""
+    if pad_mode not in (ZERO_PAD, REFLECT_PAD):
+        raise ValueError(f"pad_mode must be 0 (zeros) or 1 (reflection), got {pad_mode!r}")
+    if padding == 0:
+        return x
+    if pad_mode == REFLECT_PAD and padding >= min(x.shape[2], x.shape[3]):
+        raise ValueError(f"reflection padding {padding} needs an input larger than "
+                         f"{padding}x{padding}, got {tuple(x.shape[2:])}")
+    return F.pad(x, (padding,) * 4, mode="reflect" if pad_mode == REFLECT_PAD else "constant")
+
+
+def _offsets(kernel, stride, dilation, out_h, out_w):
+    """For each window offset j (row-major), the strided slices of the padded input that
+    hold x[window_j(p)] for every output position p."""
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    for kh in range(kernel):
+        for kw in range(kernel):
+            top, left = kh * dilation, kw * dilation
+            yield (slice(top, top + span_h, stride), slice(left, left + span_w, stride))
+
+
+def _centre(x, stride, out_h, out_w):
+    return x[:, :, :(out_h - 1) * stride + 1:stride, :(out_w - 1) * stride + 1:stride]
+
+
+class _Aggregation(Function):
+    """Aggregation over an already padded input (padding's own backward folds the border)."""
+
+    @staticmethod
+    def forward(ctx, x_padded, weight, kernel, stride, dilation, out_h, out_w):
+        n, c, _, _ = x_padded.shape
+        c_w = weight.shape[1]
+        ctx.save_for_backward(x_padded, weight)
+        ctx.geometry = kernel, stride, dilation, out_h, out_w
+        w = weight.view(n, 1, c_w, kernel * kernel, out_h, out_w)
+        out = x_padded.new_zeros(n, c // c_w, c_w, out_h, out_w)
+        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+            window = x_padded[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w)
+            out.addcmul_(window, w[:, :, :, j])
+        return out.view(n, c, out_h, out_w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_padded, weight = ctx.saved_tensors
+        kernel, stride, dilation, out_h, out_w = ctx.geometry
+        n, c, _, _ = x_padded.shape
+        c_w = weight.shape[1]
+        g = grad_out.reshape(n, c // c_w, c_w, out_h, out_w)
+        w = weight.view(n, 1, c_w, kernel * kernel, out_h, out_w)
+        grad_x = torch.zeros_like(x_padded) if ctx.needs_input_grad[0] else None
+        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        grad_w_view = grad_w.view(n, c_w, kernel * kernel, out_h, out_w) if grad_w is not None else None
+        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+            if grad_x is not None:
+                grad_x[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w).addcmul_(g, w[:, :, :, j])
+            if grad_w is not None:
+                window = x_padded[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w)
+                grad_w_view[:, :, j] = (g * window).sum(1)
+        return grad_x, grad_w, None, None, None, None, None
+
+
+class _Subtraction2(Function):
+    """x1 at the window centre minus x2 at each window offset (x2 already padded): the
+    unfolded windows of x2 are the output's own buffer, negated and shifted in place."""
+
+    @staticmethod
+    def forward(ctx, x1, x2_padded, kernel, stride, dilation, out_h, out_w):
+        n, c = x1.shape[:2]
+        ctx.geometry = kernel, stride, dilation, out_h, out_w, x1.shape, x2_padded.shape
+        out = F.unfold(x2_padded, kernel, dilation=dilation, stride=stride).view(n, c, kernel * kernel, -1)
+        return out.neg_().add_(_centre(x1, stride, out_h, out_w).reshape(n, c, 1, -1))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        kernel, stride, dilation, out_h, out_w, x1_shape, x2_shape = ctx.geometry
+        n, c = grad_out.shape[:2]
+        grad_x1 = grad_x2 = None
+        if ctx.needs_input_grad[0]:
+            grad_x1 = grad_out.new_zeros(x1_shape)
+            _centre(grad_x1, stride, out_h, out_w).copy_(grad_out.sum(2).view(n, c, out_h, out_w))
+        if ctx.needs_input_grad[1]:
+            grad_x2 = F.fold(grad_out.reshape(n, -1, out_h * out_w), x2_shape[2:], kernel,
+                             dilation=dilation, stride=stride).neg_()
+        return grad_x1, grad_x2, None, None, None, None, None
+
+
+def _geometry(x, kernel, stride, padding, dilation):
+    out_h = output_size(x.shape[2], kernel, stride, padding, dilation)
+    out_w = output_size(x.shape[3], kernel, stride, padding, dilation)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a {kernel}x{kernel} window (dilation {dilation}, padding {padding}) "
+                         f"does not fit an input of {tuple(x.shape[2:])}")
+    return out_h, out_w
+
+
+def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
+    """Weighted sum of every window of ``x`` (see the module docstring): ``[N, C, Ho, Wo]``."""
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError("aggregation expects x [N, C, H, W] and weight [N, C_w, k*k, L]")
+    out_h, out_w = _geometry(x, kernel_size, stride, padding, dilation)
+    n, c = x.shape[:2]
+    expected = (n, weight.shape[1], kernel_size * kernel_size, out_h * out_w)
+    if tuple(weight.shape) != expected or c % weight.shape[1]:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit x {tuple(x.shape)}: "
+                         f"expected {expected} with C = {c} a multiple of C_w")
+    return _Aggregation.apply(pad(x, padding, pad_mode), weight.contiguous(),
+                              kernel_size, stride, dilation, out_h, out_w)
+
+
+def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
+    """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``."""
+    if x1.dim() != 4 or x1.shape != x2.shape:
+        raise ValueError(f"subtraction2 expects two [N, C, H, W] tensors of one shape, got "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
+    out_h, out_w = _geometry(x1, kernel_size, stride, padding, dilation)
+    return _Subtraction2.apply(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation,
+                               out_h, out_w)
+
+
+def subtraction(x, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
+    """``x`` at each window's centre minus ``x`` at each window offset: ``[N, C, k*k, L]``."""
+    return subtraction2(x, x, kernel_size, stride, padding, dilation, pad_mode)

@@ -1,0 +1,212 @@
+"""Speed and memory of SAN on the CPU (or a GPU with --device cuda).
+
+1. Operators: ``pytorch_impl.san_ops`` (aggregation, subtraction2) against the plain
+   unfold-based formulation, forward + backward at a SAN stage's shape (default batch 8,
+   256 channels, 28x28, kernel 7, reflection padding): median time and peak memory, each
+   measured in a fresh subprocess (growth of the resident set, sampled every 0.5 ms, on the
+   CPU; ``max_memory_allocated`` on a GPU).
+2. Models: SAN10 pairwise and patchwise inference images/s at 224x224, batch 8, PyTorch and
+   Paddle side by side.
+
+Compared runs are interleaved, thread counts set after all imports, and medians taken over
+``--iters`` iterations (15 or more).
+
+    python -m scripts.bench_san [--iters 15] [--threads 2] [--skip-models]
+"""
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+OPS = ("aggregation", "subtraction2")
+
+
+def _unfold_ops():
+    import torch.nn.functional as F
+
+    from pytorch_impl.san_ops import pad
+
+    def aggregation(x, w, k, padding):
+        n, c, h, wd = x.shape
+        patches = F.unfold(pad(x, padding, 1), k).view(n, c // w.shape[1], w.shape[1], k * k, h * wd)
+        return (w.unsqueeze(1) * patches).sum(-2).view(n, c, h, wd)
+
+    def subtraction2(x1, x2, k, padding):
+        n, c, h, wd = x1.shape
+        return x1.view(n, c, 1, h * wd) - F.unfold(pad(x2, padding, 1), k).view(n, c, k * k, h * wd)
+
+    return aggregation, subtraction2
+
+
+def _op_inputs(op, args, device):
+    import torch
+    g = torch.Generator().manual_seed(0)
+    n, c, s, k = args.batch, args.channels, args.size, args.kernel
+    if op == "aggregation":
+        shapes = [(n, c, s, s), (n, c // 8, k * k, s * s)]  # share_planes 8
+    else:
+        shapes = [(n, c // 16, s, s)] * 2  # rel_planes = planes / 16
+    return [torch.randn(*shape, generator=g).to(device).requires_grad_() for shape in shapes]
+
+
+def op_step(op, impl, args):
+    """A callable running forward + backward once."""
+    import torch
+
+    from pytorch_impl import san_ops
+    unfold_agg, unfold_sub2 = _unfold_ops()
+    k, padding = args.kernel, args.kernel // 2
+    fn = {("aggregation", "ours"): lambda a, b: san_ops.aggregation(a, b, k, 1, padding, 1, 1),
+          ("subtraction2", "ours"): lambda a, b: san_ops.subtraction2(a, b, k, 1, padding, 1, 1),
+          ("aggregation", "unfold"): lambda a, b: unfold_agg(a, b, k, padding),
+          ("subtraction2", "unfold"): lambda a, b: unfold_sub2(a, b, k, padding)}[op, impl]
+    inputs = _op_inputs(op, args, args.device)
+
+    def step():
+        out = fn(*inputs)
+        out.backward(torch.ones_like(out))
+        for t in inputs:
+            t.grad = None
+    return step
+
+
+def peak_memory_child(op, impl, args):
+    """Run in a subprocess: peak memory growth (MiB) of one forward + backward."""
+    import torch
+    torch.set_num_threads(args.threads)
+    step = op_step(op, impl, args)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    return _peak_rss_growth(step) / 2 ** 20
+
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_rss_growth(fn):
+    """Peak resident memory above the level before ``fn``, sampled every 0.5 ms."""
+    import threading
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.0005)
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], _rss()) - base
+
+
+def bench_ops(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    print(f"operators, forward + backward, batch {args.batch}, {args.channels} channels, "
+          f"{args.size}x{args.size}, kernel {args.kernel}, reflection padding, {args.device}, "
+          f"{args.threads} threads")
+    for op in OPS:
+        steps = {impl: op_step(op, impl, args) for impl in ("ours", "unfold")}
+        times = {impl: [] for impl in steps}
+        for impl, step in steps.items():  # warm-up
+            step()
+        for _ in range(args.iters):
+            for impl, step in steps.items():  # interleaved
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                step()
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                times[impl].append(time.perf_counter() - start)
+        memory = {}
+        for impl in steps:
+            out = subprocess.run([sys.executable, "-m", "scripts.bench_san", "--memory-child",
+                                  json.dumps([op, impl, vars(args)])],
+                                 capture_output=True, text=True, check=True)
+            memory[impl] = float(out.stdout.strip().splitlines()[-1])
+        t = {impl: statistics.median(v) * 1e3 for impl, v in times.items()}
+        print(f"  {op:13s} ours {t['ours']:8.1f} ms {memory['ours']:8.1f} MiB | unfold "
+              f"{t['unfold']:8.1f} ms {memory['unfold']:8.1f} MiB | unfold/ours: time "
+              f"{t['unfold'] / t['ours']:.2f}x, memory {memory['unfold'] / max(memory['ours'], 1e-9):.2f}x")
+
+
+def bench_models(args):
+    import numpy as np
+    import paddle
+    import torch
+
+    from paddle_impl import create_model as create_paddle
+    from pytorch_impl import create_model as create_torch
+    torch.set_num_threads(args.threads)
+    paddle.set_device("cpu")
+    paddle.core.set_num_threads(args.threads)
+    x = np.random.default_rng(0).standard_normal((args.model_batch, 3, 224, 224)).astype(np.float32)
+    print(f"models, inference, batch {args.model_batch}, 224x224, cpu, {args.threads} threads")
+    for name in ("san10_pairwise", "san10_patchwise"):
+        t_model, p_model = create_torch(name).eval(), create_paddle(name)
+        p_model.eval()
+        tx, px = torch.from_numpy(x), paddle.to_tensor(x)
+
+        def run_torch():
+            with torch.no_grad():
+                t_model(tx)
+
+        def run_paddle():
+            with paddle.no_grad():
+                p_model(px).numpy()
+        runs = {"pytorch": run_torch, "paddle": run_paddle}
+        for fn in runs.values():
+            fn()
+        times = {k: [] for k in runs}
+        for _ in range(args.iters):
+            for k, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - start)
+        speed = {k: args.model_batch / statistics.median(v) for k, v in times.items()}
+        print(f"  {name:16s} pytorch {speed['pytorch']:7.2f} img/s | paddle {speed['paddle']:7.2f} "
+              f"img/s | paddle/pytorch {speed['paddle'] / speed['pytorch']:.2f}x")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=256)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--kernel", type=int, default=7)
+    parser.add_argument("--model-batch", type=int, default=8)
+    parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        op, impl, child_args = json.loads(args.memory_child)
+        print(peak_memory_child(op, impl, argparse.Namespace(**child_args)))
+        return
+    if args.iters < 15:
+        parser.error("--iters must be at least 15 (medians over 15+ runs)")
+    if not args.skip_ops:
+        bench_ops(args)
+    if not args.skip_models:
+        bench_models(args)
+
+
+if __name__ == "__main__":
+    main()
