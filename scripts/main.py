@@ -12,12 +12,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from common import transforms
 from common.data import get_dataset
+from common.san_recipe import SMALL_IMAGE_KERNELS
 from common.loader import BatchLoader
 from common.checkpoint import CheckpointError
 from common.convert import ConversionError
@@ -34,6 +35,7 @@ class Job:
     ports: tuple
     train_args: tuple = ()
     image_size: int = 32
+    model_kwargs: dict = field(default_factory=dict)  # what the train script builds at this size
 
 
 SUITE = (
@@ -44,7 +46,7 @@ SUITE = (
     Job("upanets16", "pytorch", "pytorch_impl.train_upanets", ("paddle", "gluon"),
         ("--batch-size", "32", "--max-batches", "12")),
     Job("san10_pairwise", "pytorch", "pytorch_impl.train_san", ("paddle",),
-        ("--batch-size", "16", "--max-batches", "6")),
+        ("--batch-size", "16", "--max-batches", "6"), model_kwargs={"kernels": SMALL_IMAGE_KERNELS}),
 )
 
 
@@ -107,6 +109,7 @@ def run_job(job, args):
     run_dir = os.path.join(args.out, job.model)
     native_file = train(job, args, run_dir)
     images, labels, num_classes = test_images(args, job.image_size)
+    kwargs = dict(job.model_kwargs, num_classes=num_classes)
     native_logits = None
     port_acc, differ, max_diff, ok = {}, 0, 0.0, True
     for framework in (job.native, *job.ports):
@@ -114,11 +117,10 @@ def run_job(job, args):
             checkpoint = native_file
         else:
             checkpoint = os.path.join(run_dir, f"converted{EXTENSION[framework]}")
-            summary = convert(native_file, checkpoint, job.model, force=True,
-                              kwargs={"num_classes": num_classes})
+            summary = convert(native_file, checkpoint, job.model, force=True, kwargs=kwargs)
             print(f"  converted to {framework}: {summary.tensors} tensors, "
                   f"{len(summary.report.renamed)} renamed, {len(summary.report.transposed)} transposed")
-        out = logits(framework, job.model, {"num_classes": num_classes}, checkpoint, images)
+        out = logits(framework, job.model, kwargs, checkpoint, images)
         accuracy = float((out.argmax(1) == labels).mean())
         if framework == job.native:
             native_logits, native_acc = out, accuracy
