@@ -16,6 +16,7 @@ import time
 from tqdm import tqdm
 
 from . import transforms
+from .checkpoint import atomic_open
 from .data import DATASETS, DEFAULT_DATASET, get_dataset
 from .loader import BatchLoader
 
@@ -96,6 +97,15 @@ class RunLog:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
                     self.board.scalar(k.replace("_", "/", 1), v, epoch)
+
+    def drop_epochs(self, first):
+        """Forget the metrics of epochs ``first`` and later: a run resumed from epoch ``first``
+        records them again (they exist when it stopped between logging and saving its state)."""
+        history = self.history()
+        kept = [r for r in history if r["epoch"] < first]
+        if len(kept) < len(history):
+            with atomic_open(self.metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
 
     def history(self):
         """The metrics recorded so far (this run and, when resumed, the earlier ones)."""
