@@ -3,11 +3,10 @@ by the Paddle script and its PyTorch port: resize 130, colour jitter, random res
 (scale 0.6-1), flip, rotation 20, ImageNet mean/std (test: resize 128); batch 128 dropping the
 last short batch; cross entropy with label smoothing 0.1; Adam lr 5e-4 with (coupled L2)
 weight decay 1e-5; cosine decay stepped every iteration over all epochs; 50 epochs; seed 42;
-optional mixup; dropout reseeded every epoch, so that a resumed run draws the same masks.
+optional mixup.
 
-A script gives :func:`train` its parsed arguments, its framework's seeding function,
-``create_model`` and a *session* class (see :mod:`common.fit`) built as
-``Session(model, args, num_classes)``.
+A script gives :func:`train` its parsed arguments, ``create_model`` and its framework's
+subclass of :class:`Session`.
 """
 import argparse
 import os
@@ -30,7 +29,9 @@ def build_parser(description):
     parser.add_argument("--mixup-alpha", type=float, default=0.0,
                         help="mix each batch with its reverse, lambda ~ Beta(a, a); 0 = off")
     parser.add_argument("--grid", type=int, default=18, help="test images in predictions.png")
-    runs.add_common_args(parser, epochs=50, batch_size=128, lr=5e-4, wd=1e-5, seed=42)
+    # model-last is written every epoch; further copies only on request
+    runs.add_common_args(parser, epochs=50, batch_size=128, lr=5e-4, wd=1e-5, seed=42,
+                         save_period=0)
     return parser
 
 
@@ -59,38 +60,53 @@ def lr_at(args):
     return lambda epoch, b, batches: cosine_lr(epoch * batches + b, args.lr, args.epochs * batches)
 
 
-def dropout_seed(args, epoch):
-    """The framework seed set before an epoch's first batch."""
-    return args.seed * 100003 + epoch
+class Session:
+    """The recipe's session for :func:`common.fit.fit`, written once for both frameworks:
+    dropout reseeded before the first batch of every epoch (a resumed run draws the same
+    masks), dense targets smoothed by ``--label-smoothing`` and, for training, mixed up with
+    the reversed batch (images too) when ``--mixup-alpha`` > 0.
 
+    A framework's subclass names its primitives, ``seed(n)``, ``tensor(array)`` and
+    ``no_grad()``, and its script's ``make_optimizer(model, lr, wd)``,
+    ``train_step(model, optimizer, images, targets, lr) -> (loss, logits)`` and
+    ``loss(logits, targets)``, and has fit's checkpoint methods."""
 
-class Targets:
-    """The recipe's dense targets: labels smoothed by ``args.label_smoothing``; for training,
-    mixed up with their reversed batch (and so are the images) when ``args.mixup_alpha > 0``."""
-
-    def __init__(self, args, num_classes):
-        self.num_classes, self.eps = num_classes, args.label_smoothing
+    def __init__(self, model, args, num_classes):
+        self.model, self.args, self.num_classes = model, args, num_classes
+        self.optimizer = self.make_optimizer(model, args.lr, args.wd)
         self.sampler = MixupSampler(args.mixup_alpha, args.seed) if args.mixup_alpha > 0 else None
 
-    def eval(self, labels):
-        return smooth_uniform(labels, self.num_classes, self.eps)
+    def targets(self, labels):
+        return smooth_uniform(labels, self.num_classes, self.args.label_smoothing)
 
-    def train(self, images, labels, epoch, batch):
-        """(images, targets) of batch ``batch`` of ``epoch``."""
-        targets = self.eval(labels)
-        if self.sampler is None:
-            return images, targets
-        return mixup(images, targets, self.sampler(epoch, batch))
+    def train_batch(self, images, labels, lr, epoch, batch):
+        if batch == 0:
+            self.seed(self.args.seed * 100003 + epoch)
+        targets = self.targets(labels)
+        if self.sampler is not None:
+            images, targets = mixup(images, targets, self.sampler(epoch, batch))
+        self.model.train()
+        loss, logits = self.train_step(self.model, self.optimizer, self.tensor(images),
+                                       self.tensor(targets), lr)
+        return float(loss) * len(labels), logits.numpy().argmax(1)
+
+    def eval_batch(self, images, labels):
+        self.model.eval()
+        with self.no_grad():
+            logits = self.model(self.tensor(images))
+            loss = self.loss(logits, self.tensor(self.targets(labels)))
+        return float(loss) * len(labels), logits.numpy().argmax(1)
 
 
-def train(framework, args, seed, create_model, Session):
-    """The whole run of a train script with the parsed ``args``: train (or resume) in the run
-    folder, then :func:`finish`. Returns the best test accuracy."""
+def train(framework, args, create_model, Session):
+    """The whole run of a train script with the parsed ``args`` and its framework's
+    ``Session`` (a subclass of :class:`Session`): train (or resume) in the run folder, then
+    :func:`finish`. Returns the best test accuracy."""
     name = f"{framework}-{args.model}"
     log_dir = runs.default_log_dir(args, name)
     if args.resume:
         check_resume(log_dir, Session)  # fail before loading data
-    seed(args.seed)
+    Session.seed(args.seed)
     train_set, test, train_loader, test_loader = runs.build_loaders(args, *recipe_transforms())
     session = Session(create_model(args.model, num_classes=train_set.num_classes), args,
                       train_set.num_classes)

@@ -27,7 +27,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .checkpoint import atomic_open
+from .checkpoint import CheckpointError, atomic_open
+from .convert import ConversionError
 from .runs import progress
 
 STATE_FILE = "train-state.json"
@@ -122,17 +123,19 @@ def fit(args, log, session, train_loader, test_loader, lr_at):
         check_resume(log.dir, session)
         with open(paths["state"]) as f:
             saved = json.load(f)
-        session.load_weights(paths["last"])
-        session.load_optimizer(paths["optimizer"])
+        try:
+            session.load_weights(paths["last"])
+            session.load_optimizer(paths["optimizer"])
+        except (CheckpointError, ConversionError) as e:  # not this model's run, or damaged
+            raise SystemExit(f"error: --resume: {e}") from None
         start, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
         log.drop_epochs(start)  # metrics of an epoch that was interrupted before its state
         log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
                  best_acc, best_epoch)
     steps = batches_per_epoch(train_loader, args.max_batches)
     for epoch in range(start, args.epochs):
-        train = run_pass(train_loader, epoch,
-                         lambda x, y, b: session.train_batch(x, y, lr_at(epoch, b, steps), epoch, b),
-                         args.max_batches, f"train {epoch}")
+        train = run_pass(train_loader, epoch, lambda x, y, b: session.train_batch(
+            x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}")
         last = evaluate(session, test_loader, args.max_batches, f"test {epoch}")
         if last.acc > best_acc:
             best_acc, best_epoch = last.acc, epoch

@@ -40,7 +40,7 @@ def add_common_args(parser, **defaults):
     g.add_argument("--workers", type=int, default=d["workers"], help="threads preparing batches")
     g.add_argument("--log-dir", default=d["log_dir"], help="run folder (default runs/<name>)")
     g.add_argument("--save-period", type=int, default=d["save_period"],
-                   help="also keep a checkpoint every N epochs")
+                   help="also keep a checkpoint every N epochs (0: never)")
     g.add_argument("--resume", action="store_true", help="continue the run in --log-dir")
     g.add_argument("--max-batches", type=int, default=None,
                    help="stop each epoch after N batches (smoke runs)")
@@ -155,9 +155,9 @@ def default_log_dir(args, name):
 def parse(parser, argv=None):
     """Parse ``argv`` and reject flag combinations that cannot work, with a clear message."""
     args = parser.parse_args(argv)
-    for flag in ("epochs", "batch_size", "save_period"):
-        if getattr(args, flag, 1) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    for flag, least in (("epochs", 1), ("batch_size", 1), ("save_period", 0)):
+        if getattr(args, flag, least) < least:
+            parser.error(f"--{flag.replace('_', '-')} must be at least {least}")
     if args.dataset != "digits" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data-dir (the folder of its official files)")
     return args

@@ -11,15 +11,12 @@ optimizer state ``train-state.pdopt`` and ``train-state.json`` (epoch, best accu
 ``learning-curves.png`` and ``predictions.png``. On CPU, Paddle uses one thread unless
 ``OMP_NUM_THREADS`` is set before it starts.
 """
-import sys
-
 import paddle
 
 from common import alexnet_recipe
-from common.alexnet_recipe import MODELS, recipe_transforms  # noqa: F401  (the recipe's, here too)
-from common.checkpoint import CheckpointError, atomic_path, load_pdparams
-from common.convert import ConversionError, match_state
-from paddle_impl import create_model, optim_state
+from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
+from paddle_impl import create_model
+from paddle_impl.session import RunFiles
 
 FRAMEWORK = "paddle"
 
@@ -57,53 +54,19 @@ def train_step(model, optimizer, images, targets, lr):
     return loss, logits
 
 
-class Session:
-    """The recipe's numerics in Paddle, for :func:`common.fit.fit`."""
-    weights_ext, optimizer_ext = "pdparams", "pdopt"
-
-    def __init__(self, model, args, num_classes):
-        self.model, self.args = model, args
-        self.optimizer = make_optimizer(model, args.lr, args.wd)
-        self.targets = alexnet_recipe.Targets(args, num_classes)
-
-    def train_batch(self, images, labels, lr, epoch, batch):
-        if batch == 0:
-            paddle.seed(alexnet_recipe.dropout_seed(self.args, epoch))
-        self.model.train()
-        images, targets = self.targets.train(images, labels, epoch, batch)
-        loss, logits = train_step(self.model, self.optimizer, paddle.to_tensor(images),
-                                  paddle.to_tensor(targets), lr)
-        return float(loss) * len(labels), logits.numpy().argmax(1)
-
-    @paddle.no_grad()
-    def eval_batch(self, images, labels):
-        self.model.eval()
-        logits = self.model(paddle.to_tensor(images))
-        loss = soft_cross_entropy(logits, paddle.to_tensor(self.targets.eval(labels)))
-        return float(loss) * len(labels), logits.numpy().argmax(1)
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            paddle.save(self.model.state_dict(), tmp)
-
-    def load_weights(self, path):
-        state = load_pdparams(path)
-        match_state(state, {k: v.shape for k, v in self.model.state_dict().items()}, path)
-        self.model.set_state_dict(state)
-
-    def save_optimizer(self, path):
-        optim_state.save(self.model, self.optimizer, path)
-
-    def load_optimizer(self, path):
-        optim_state.load(self.model, self.optimizer, path)
+class Session(RunFiles, alexnet_recipe.Session):
+    """The recipe's session (:class:`common.alexnet_recipe.Session`) in Paddle."""
+    seed = staticmethod(paddle.seed)
+    tensor = staticmethod(paddle.to_tensor)
+    no_grad = staticmethod(paddle.no_grad)
+    make_optimizer = staticmethod(make_optimizer)
+    train_step = staticmethod(train_step)
+    loss = staticmethod(soft_cross_entropy)
 
 
 def main(argv=None):
-    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), paddle.seed, create_model, Session)
+    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), create_model, Session)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (CheckpointError, ConversionError) as e:
-        sys.exit(f"error: {e}")
+    main()

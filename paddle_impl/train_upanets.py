@@ -11,16 +11,15 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from common import checkpoint, runs, upanets_recipe
-from common.checkpoint import atomic_path
-from common.convert import match_state
+from common import runs, upanets_recipe
 from common.fit import fit
-from paddle_impl import create_model, optim_state
+from paddle_impl import create_model
 from paddle_impl.data import to_tensors
+from paddle_impl.session import RunFiles
 
 
-class Session:
-    weights_ext, optimizer_ext = "pdparams", "pdopt"
+class Session(RunFiles):
+    """UPANets' recipe in Paddle, for :func:`common.fit.fit`."""
 
     def __init__(self, model, args):
         self.model = model
@@ -45,22 +44,6 @@ class Session:
         self.model.eval()
         logits = self.model(x)
         return float(F.cross_entropy(logits, y, reduction="sum")), logits.argmax(1).numpy()
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            paddle.save(self.model.state_dict(), tmp)
-
-    def load_weights(self, path):
-        state = checkpoint.load_pdparams(path)
-        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        match_state(state, shapes, path)
-        self.model.set_state_dict(state)
-
-    def save_optimizer(self, path):
-        optim_state.save(self.model, self.optimizer, path)
-
-    def load_optimizer(self, path):
-        optim_state.load(self.model, self.optimizer, path)
 
 
 def main(argv=None):

@@ -12,16 +12,13 @@ state ``train-state.pth`` and ``train-state.json`` (epoch, best accuracy: what `
 reads), ``train.log``, ``metrics.jsonl``, TensorBoard scalars, and at the end
 ``learning-curves.png`` and ``predictions.png``.
 """
-import sys
-
 import torch
 import torch.nn.functional as F
 
 from common import alexnet_recipe
-from common.alexnet_recipe import MODELS, recipe_transforms  # noqa: F401  (the recipe's, here too)
-from common.checkpoint import CheckpointError, atomic_path
-from common.convert import ConversionError, match_state
+from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
 from pytorch_impl import create_model
+from pytorch_impl.session import RunFiles
 
 FRAMEWORK = "pytorch"
 
@@ -54,55 +51,19 @@ def train_step(model, optimizer, images, targets, lr):
     return loss.detach(), logits.detach()
 
 
-class Session:
-    """The recipe's numerics in PyTorch, for :func:`common.fit.fit`."""
-    weights_ext = optimizer_ext = "pth"
-
-    def __init__(self, model, args, num_classes):
-        self.model, self.args = model, args
-        self.optimizer = make_optimizer(model, args.lr, args.wd)
-        self.targets = alexnet_recipe.Targets(args, num_classes)
-
-    def train_batch(self, images, labels, lr, epoch, batch):
-        if batch == 0:
-            torch.manual_seed(alexnet_recipe.dropout_seed(self.args, epoch))
-        self.model.train()
-        images, targets = self.targets.train(images, labels, epoch, batch)
-        loss, logits = train_step(self.model, self.optimizer, torch.from_numpy(images),
-                                  torch.from_numpy(targets), lr)
-        return float(loss) * len(labels), logits.numpy().argmax(1)
-
-    @torch.no_grad()
-    def eval_batch(self, images, labels):
-        self.model.eval()
-        logits = self.model(torch.from_numpy(images))
-        loss = soft_cross_entropy(logits, torch.from_numpy(self.targets.eval(labels)))
-        return float(loss) * len(labels), logits.numpy().argmax(1)
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            torch.save(self.model.state_dict(), tmp)
-
-    def load_weights(self, path):
-        state = torch.load(path, weights_only=True)
-        match_state(state, {k: v.shape for k, v in self.model.state_dict().items()}, path)
-        self.model.load_state_dict(state)
-
-    def save_optimizer(self, path):
-        with atomic_path(path) as tmp:
-            torch.save(self.optimizer.state_dict(), tmp)
-
-    def load_optimizer(self, path):
-        self.optimizer.load_state_dict(torch.load(path, weights_only=True))
+class Session(RunFiles, alexnet_recipe.Session):
+    """The recipe's session (:class:`common.alexnet_recipe.Session`) in PyTorch."""
+    seed = staticmethod(torch.manual_seed)
+    tensor = staticmethod(torch.from_numpy)
+    no_grad = staticmethod(torch.no_grad)
+    make_optimizer = staticmethod(make_optimizer)
+    train_step = staticmethod(train_step)
+    loss = staticmethod(soft_cross_entropy)
 
 
 def main(argv=None):
-    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), torch.manual_seed, create_model,
-                                Session)
+    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), create_model, Session)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (CheckpointError, ConversionError) as e:
-        sys.exit(f"error: {e}")
+    main()

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from common import runs, upanets_recipe
-from common.checkpoint import atomic_path
 from common.fit import fit
 from pytorch_impl import create_model
 from pytorch_impl.data import to_tensors
+from pytorch_impl.session import RunFiles
 
 
-class Session:
-    weights_ext = optimizer_ext = "pth"
+class Session(RunFiles):
+    """UPANets' recipe in PyTorch, for :func:`common.fit.fit`."""
 
     def __init__(self, model, args):
         self.model = model
@@ -43,20 +43,6 @@ class Session:
         self.model.eval()
         logits = self.model(x)
         return F.cross_entropy(logits, y, reduction="sum").item(), logits.argmax(1).numpy()
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            torch.save(self.model.state_dict(), tmp)
-
-    def load_weights(self, path):
-        self.model.load_state_dict(torch.load(path, weights_only=True), strict=True)
-
-    def save_optimizer(self, path):
-        with atomic_path(path) as tmp:
-            torch.save(self.optimizer.state_dict(), tmp)
-
-    def load_optimizer(self, path):
-        self.optimizer.load_state_dict(torch.load(path, weights_only=True))
 
 
 def main(argv=None):
