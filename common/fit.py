@@ -3,83 +3,149 @@ best and last weights, and resume exactly.
 
 A framework-specific *session* does the numerics; :func:`fit` only needs it to have:
 
-* ``train_batch(images, labels, lr)`` and ``eval_batch(images, labels)`` on numpy batches,
-  each returning ``(summed loss, number correct)``;
+* ``train_batch(images, labels, lr, epoch, batch)``: one optimizer step at rate ``lr`` on
+  batch ``batch`` of ``epoch`` (numpy arrays; the indices let a recipe draw per-batch mixup
+  or seed per-epoch dropout), and ``eval_batch(images, labels)``, without update; each
+  returns ``(summed loss, predicted classes)``;
 * ``weights_ext`` and ``save_weights(path)``: the model's weights alone, in the framework's
-  native format, written atomically;
-* ``save_optimizer(path)`` / ``load_optimizer(path)`` (atomic) and ``load_weights(path)``.
+  native format, written atomically; ``load_weights(path)``;
+* ``optimizer_ext`` and ``save_optimizer(path)`` (atomic) / ``load_optimizer(path)``.
+
+The learning rate comes from ``lr_at(epoch, batch, batches)`` at every step (``batches``:
+the steps of an epoch), so a schedule may change per epoch or per iteration.
 
 The run folder then holds ``model-best.<ext>``, ``model-last.<ext>``, the optimizer state
-``train-state.<ext>`` and ``train-state.json`` (epoch, best accuracy and its epoch), written
-last, so that a run stopped at any point resumes from the last complete epoch. The loader is
-deterministic per (seed, epoch), so a resumed run sees the batches it would have seen.
+``train-state.<optimizer_ext>``, ``metrics.jsonl`` and ``train-state.json`` (epoch, best
+accuracy and its epoch), written last, so that a run stopped at any point resumes from the
+last complete epoch. The loader is deterministic per (seed, epoch), so a resumed run sees the
+batches it would have seen.
 """
 import json
 import os
 import time
+from typing import NamedTuple, Optional
 
-from .checkpoint import atomic_open
+import numpy as np
+
+from .checkpoint import CheckpointError, atomic_open
+from .convert import ConversionError
 from .runs import progress
 
 STATE_FILE = "train-state.json"
 
 
-def run_paths(log_dir, weights_ext, optimizer_ext):
-    return dict(best=os.path.join(log_dir, f"model-best.{weights_ext}"),
-                last=os.path.join(log_dir, f"model-last.{weights_ext}"),
-                optimizer=os.path.join(log_dir, f"train-state.{optimizer_ext}"),
+class Pass(NamedTuple):
+    """One pass over a loader: mean loss, accuracy, the predicted classes, samples per second
+    of the whole pass, and the seconds spent in the session's step (for evaluation: inference)."""
+    loss: float
+    acc: float
+    predictions: np.ndarray
+    samples_per_s: float
+    step_s: float
+
+
+class Result(NamedTuple):
+    """What :func:`fit` returns: the best accuracy, its epoch, and the evaluation after the
+    last epoch it trained (None when it had no epoch left to train)."""
+    best_acc: float
+    best_epoch: int
+    last: Optional[Pass]
+
+
+def run_paths(log_dir, session):
+    """The run folder's files; ``session`` may be a session class (its ``*_ext`` attributes)."""
+    return dict(best=os.path.join(log_dir, f"model-best.{session.weights_ext}"),
+                last=os.path.join(log_dir, f"model-last.{session.weights_ext}"),
+                optimizer=os.path.join(log_dir, f"train-state.{session.optimizer_ext}"),
                 state=os.path.join(log_dir, STATE_FILE))
 
 
-def _epoch_pass(loader, epoch, step, max_batches, desc):
+def check_resume(log_dir, session):
+    """The run paths of ``log_dir``; exits with a clear message when a file ``--resume`` needs
+    is missing (a script may call it before loading its data)."""
+    paths = run_paths(log_dir, session)
+    missing = [os.path.basename(paths[k]) for k in ("state", "last", "optimizer")
+               if not os.path.exists(paths[k])]
+    if missing:
+        raise SystemExit(f"error: --resume: nothing to resume in {log_dir} (no "
+                         f"{', '.join(missing)}): there is nothing to continue")
+    return paths
+
+
+def batches_per_epoch(loader, max_batches):
+    return len(loader) if max_batches is None else min(len(loader), max_batches)
+
+
+def run_pass(loader, epoch, step, max_batches, desc):
+    """Run ``step(images, labels, batch) -> (summed loss, predicted classes)`` over the first
+    ``max_batches`` batches of ``loader``'s ``epoch``."""
     total_loss = correct = seen = 0
-    count = len(loader) if max_batches is None else min(len(loader), max_batches)
+    predictions, step_s = [], 0.0
+    count = batches_per_epoch(loader, max_batches)
     start = time.perf_counter()
     bar = progress(loader.epoch(epoch), count, desc)
     for index, (images, labels) in enumerate(bar):
         if index == count:
             break
-        loss, right = step(images, labels)
+        begin = time.perf_counter()
+        loss, predicted = step(images, labels, index)
+        step_s += time.perf_counter() - begin
+        predictions.append(predicted)
+        right = int((predicted == labels).sum())
         total_loss, correct, seen = total_loss + loss, correct + right, seen + len(labels)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     bar.close()
     elapsed = time.perf_counter() - start
     if seen == 0:
         raise ValueError(f"{desc}: no batch to run (dataset smaller than one batch?)")
-    return total_loss / seen, correct / seen, seen / elapsed
+    return Pass(total_loss / seen, correct / seen, np.concatenate(predictions), seen / elapsed,
+                step_s)
 
 
-def fit(args, log, session, train_loader, test_loader, lr_at, optimizer_ext):
-    """Train ``session`` for ``args.epochs`` epochs (``lr_at(epoch)`` gives the rate), or
-    continue the run in ``log.dir`` with ``args.resume``. Returns the best accuracy."""
-    paths = run_paths(log.dir, session.weights_ext, optimizer_ext)
-    start, best_acc, best_epoch = 0, -1.0, -1
+def evaluate(session, loader, max_batches, desc="test"):
+    """The session's evaluation over ``loader`` (its first ``max_batches`` batches)."""
+    return run_pass(loader, 0, lambda x, y, _: session.eval_batch(x, y), max_batches, desc)
+
+
+def save_train_state(path, **state):
+    """Write ``train-state.json``: the last step of an epoch, what ``--resume`` continues from."""
+    with atomic_open(path, "w") as f:
+        json.dump(state, f)
+
+
+def fit(args, log, session, train_loader, test_loader, lr_at):
+    """Train ``session`` for ``args.epochs`` epochs at the rates ``lr_at(epoch, batch,
+    batches)``, evaluating on ``test_loader`` after each, or continue the run in ``log.dir``
+    with ``args.resume``. Returns a :class:`Result`."""
+    paths = run_paths(log.dir, session)
+    start, best_acc, best_epoch, last = 0, -1.0, -1, None
     if args.resume:
-        if not os.path.exists(paths["state"]):
-            raise SystemExit(f"--resume: no {STATE_FILE} in {log.dir}; nothing to continue")
+        check_resume(log.dir, session)
         with open(paths["state"]) as f:
             saved = json.load(f)
-        session.load_weights(paths["last"])
-        session.load_optimizer(paths["optimizer"])
+        try:
+            session.load_weights(paths["last"])
+            session.load_optimizer(paths["optimizer"])
+        except (CheckpointError, ConversionError) as e:  # not this model's run, or damaged
+            raise SystemExit(f"error: --resume: {e}") from None
         start, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
+        log.drop_epochs(start)  # metrics of an epoch that was interrupted before its state
         log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
                  best_acc, best_epoch)
+    steps = batches_per_epoch(train_loader, args.max_batches)
     for epoch in range(start, args.epochs):
-        lr = lr_at(epoch)
-        train_loss, train_acc, speed = _epoch_pass(
-            train_loader, epoch, lambda x, y: session.train_batch(x, y, lr), args.max_batches,
-            f"train {epoch}")
-        val_loss, val_acc, _ = _epoch_pass(test_loader, 0, session.eval_batch, args.max_batches,
-                                           f"test {epoch}")
-        if val_acc > best_acc:
-            best_acc, best_epoch = val_acc, epoch
+        train = run_pass(train_loader, epoch, lambda x, y, b: session.train_batch(
+            x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}")
+        last = evaluate(session, test_loader, args.max_batches, f"test {epoch}")
+        if last.acc > best_acc:
+            best_acc, best_epoch = last.acc, epoch
             session.save_weights(paths["best"])
         session.save_weights(paths["last"])
         if args.save_period and (epoch + 1) % args.save_period == 0 and epoch + 1 < args.epochs:
             session.save_weights(os.path.join(log.dir, f"model-epoch{epoch}.{session.weights_ext}"))
         session.save_optimizer(paths["optimizer"])
-        with atomic_open(paths["state"], "w") as f:
-            json.dump(dict(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch), f)
-        log.epoch(epoch, lr=lr, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                  val_acc=val_acc, samples_per_s=speed, best_acc=best_acc, best_epoch=best_epoch)
-    return best_acc
+        log.epoch(epoch, lr=lr_at(epoch, steps - 1, steps), train_loss=train.loss,
+                  train_acc=train.acc, val_loss=last.loss, val_acc=last.acc,
+                  samples_per_s=train.samples_per_s, best_acc=best_acc, best_epoch=best_epoch)
+        save_train_state(paths["state"], epoch=epoch, best_acc=best_acc, best_epoch=best_epoch)
+    return Result(best_acc, best_epoch, last)

@@ -16,6 +16,7 @@ import time
 from tqdm import tqdm
 
 from . import transforms
+from .checkpoint import atomic_open
 from .data import DATASETS, DEFAULT_DATASET, get_dataset
 from .loader import BatchLoader
 
@@ -39,7 +40,7 @@ def add_common_args(parser, **defaults):
     g.add_argument("--workers", type=int, default=d["workers"], help="threads preparing batches")
     g.add_argument("--log-dir", default=d["log_dir"], help="run folder (default runs/<name>)")
     g.add_argument("--save-period", type=int, default=d["save_period"],
-                   help="also keep a checkpoint every N epochs")
+                   help="also keep a checkpoint every N epochs (0: never)")
     g.add_argument("--resume", action="store_true", help="continue the run in --log-dir")
     g.add_argument("--max-batches", type=int, default=None,
                    help="stop each epoch after N batches (smoke runs)")
@@ -97,6 +98,15 @@ class RunLog:
                 if isinstance(v, (int, float)):
                     self.board.scalar(k.replace("_", "/", 1), v, epoch)
 
+    def drop_epochs(self, first):
+        """Forget the metrics of epochs ``first`` and later: a run resumed from epoch ``first``
+        records them again (they exist when it stopped between logging and saving its state)."""
+        history = self.history()
+        kept = [r for r in history if r["epoch"] < first]
+        if len(kept) < len(history):
+            with atomic_open(self.metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+
     def history(self):
         """The metrics recorded so far (this run and, when resumed, the earlier ones)."""
         if not os.path.exists(self.metrics_path):
@@ -145,9 +155,9 @@ def default_log_dir(args, name):
 def parse(parser, argv=None):
     """Parse ``argv`` and reject flag combinations that cannot work, with a clear message."""
     args = parser.parse_args(argv)
-    for flag in ("epochs", "batch_size", "save_period"):
-        if getattr(args, flag, 1) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    for flag, least in (("epochs", 1), ("batch_size", 1), ("save_period", 0)):
+        if getattr(args, flag, least) < least:
+            parser.error(f"--{flag.replace('_', '-')} must be at least {least}")
     if args.dataset != "digits" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data-dir (the folder of its official files)")
     return args

@@ -43,5 +43,6 @@ def parse(framework, argv=None):
 
 
 def lr_at(args):
-    """The learning rate of each epoch: cosine annealing from ``args.lr`` over the run."""
-    return lambda epoch: cosine_lr(epoch, args.lr, args.epochs)
+    """The learning rate of every batch of an epoch: cosine annealing from ``args.lr`` over
+    the run's epochs."""
+    return lambda epoch, batch, batches: cosine_lr(epoch, args.lr, args.epochs)

@@ -38,7 +38,7 @@ class MxboardScalars:
 
 
 class Session:
-    weights_ext = "params"
+    weights_ext = optimizer_ext = "params"
 
     def __init__(self, model, args):
         self.model = model
@@ -46,7 +46,7 @@ class Session:
             "learning_rate": args.lr, "momentum": upanets_recipe.MOMENTUM, "wd": args.wd})
         self.loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
 
-    def train_batch(self, images, labels, lr):
+    def train_batch(self, images, labels, lr, epoch, batch):
         self.trainer.set_learning_rate(lr)
         x, y = to_ndarrays((images, labels))
         with autograd.record():
@@ -54,13 +54,12 @@ class Session:
             loss = self.loss(logits, y).mean()
         loss.backward()
         self.trainer.step(1)
-        return float(loss.asscalar()) * len(labels), int((logits.argmax(1) == y.astype("float32")).sum().asscalar())
+        return float(loss.asscalar()) * len(labels), logits.argmax(1).asnumpy().astype(np.int64)
 
     def eval_batch(self, images, labels):
         x, y = to_ndarrays((images, labels))
         logits = self.model(x)
-        return (float(self.loss(logits, y).sum().asscalar()),
-                int((logits.argmax(1) == y.astype("float32")).sum().asscalar()))
+        return float(self.loss(logits, y).sum().asscalar()), logits.argmax(1).asnumpy().astype(np.int64)
 
     def save_weights(self, path):
         with atomic_path(path) as tmp:
@@ -98,9 +97,9 @@ def main(argv=None):
              sum(int(np.prod(p.shape)) for p in model.collect_params().values() if p.grad_req != "null"),
              os.path.abspath(log_dir))
     try:
-        best = fit(args, log, Session(model, args), train_loader, test_loader,
-                   upanets_recipe.lr_at(args), "params")
-        log.info("best test accuracy %.4f", best)
+        result = fit(args, log, Session(model, args), train_loader, test_loader,
+                     upanets_recipe.lr_at(args))
+        log.info("best test accuracy %.4f", result.best_acc)
     finally:
         log.close()
 

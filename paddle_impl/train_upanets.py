@@ -11,16 +11,15 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from common import checkpoint, runs, upanets_recipe
-from common.checkpoint import atomic_path
-from common.convert import match_state
+from common import runs, upanets_recipe
 from common.fit import fit
 from paddle_impl import create_model
 from paddle_impl.data import to_tensors
+from paddle_impl.session import RunFiles
 
 
-class Session:
-    weights_ext = "pdparams"
+class Session(RunFiles):
+    """UPANets' recipe in Paddle, for :func:`common.fit.fit`."""
 
     def __init__(self, model, args):
         self.model = model
@@ -28,7 +27,7 @@ class Session:
             learning_rate=args.lr, momentum=upanets_recipe.MOMENTUM,
             parameters=model.parameters(), weight_decay=args.wd)
 
-    def train_batch(self, images, labels, lr):
+    def train_batch(self, images, labels, lr, epoch, batch):
         self.optimizer.set_lr(lr)
         x, y = to_tensors((images, labels))
         self.model.train()
@@ -37,46 +36,14 @@ class Session:
         loss.backward()
         self.optimizer.step()
         self.optimizer.clear_grad()
-        return float(loss) * len(labels), int((logits.argmax(1) == y).sum())
+        return float(loss) * len(labels), logits.argmax(1).numpy()
 
     @paddle.no_grad()
     def eval_batch(self, images, labels):
         x, y = to_tensors((images, labels))
         self.model.eval()
         logits = self.model(x)
-        return float(F.cross_entropy(logits, y, reduction="sum")), int((logits.argmax(1) == y).sum())
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            paddle.save(self.model.state_dict(), tmp)
-
-    def load_weights(self, path):
-        state = checkpoint.load_pdparams(path)
-        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        match_state(state, shapes, path)
-        self.model.set_state_dict(state)
-
-    def _structural_names(self):
-        """Paddle keys optimizer state by global parameter names ("conv2d_84.w_0_velocity_0"),
-        which depend on what else the process built: store the model's structural names."""
-        return {p.name + "_": k + "@" for k, p in self.model.named_parameters()}
-
-    def save_optimizer(self, path):
-        names, state = self._structural_names(), {}
-        for key, value in self.optimizer.state_dict().items():
-            if key == "LR_Scheduler":  # the rate is set every epoch from the schedule
-                continue
-            prefix = next(p for p in names if key.startswith(p))
-            state[names[prefix] + key[len(prefix):]] = np.asarray(value)
-        checkpoint.save_pdparams(state, path)
-
-    def load_optimizer(self, path):
-        native = {v: k for k, v in self._structural_names().items()}
-        state = {}
-        for key, value in checkpoint.load_pdparams(path).items():
-            structural, _, suffix = key.partition("@")
-            state[native[structural + "@"] + suffix] = value
-        self.optimizer.set_state_dict(state)
+        return float(F.cross_entropy(logits, y, reduction="sum")), logits.argmax(1).numpy()
 
 
 def main(argv=None):
@@ -92,9 +59,9 @@ def main(argv=None):
              sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
              os.path.abspath(log_dir))
     try:
-        best = fit(args, log, Session(model, args), train_loader, test_loader,
-                   upanets_recipe.lr_at(args), "pdopt")
-        log.info("best test accuracy %.4f", best)
+        result = fit(args, log, Session(model, args), train_loader, test_loader,
+                     upanets_recipe.lr_at(args))
+        log.info("best test accuracy %.4f", result.best_acc)
     finally:
         log.close()
 

@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 
 from common import runs, upanets_recipe
-from common.checkpoint import atomic_path
 from common.fit import fit
 from pytorch_impl import create_model
 from pytorch_impl.data import to_tensors
+from pytorch_impl.session import RunFiles
 
 
-class Session:
-    weights_ext = "pth"
+class Session(RunFiles):
+    """UPANets' recipe in PyTorch, for :func:`common.fit.fit`."""
 
     def __init__(self, model, args):
         self.model = model
         self.optimizer = torch.optim.SGD(model.parameters(), lr=args.lr,
                                          momentum=upanets_recipe.MOMENTUM, weight_decay=args.wd)
 
-    def train_batch(self, images, labels, lr):
+    def train_batch(self, images, labels, lr, epoch, batch):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = to_tensors((images, labels))
@@ -35,28 +35,14 @@ class Session:
         loss = F.cross_entropy(logits, y)
         loss.backward()
         self.optimizer.step()
-        return loss.item() * len(y), (logits.argmax(1) == y).sum().item()
+        return loss.item() * len(y), logits.argmax(1).numpy()
 
     @torch.no_grad()
     def eval_batch(self, images, labels):
         x, y = to_tensors((images, labels))
         self.model.eval()
         logits = self.model(x)
-        return F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item()
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            torch.save(self.model.state_dict(), tmp)
-
-    def load_weights(self, path):
-        self.model.load_state_dict(torch.load(path, weights_only=True), strict=True)
-
-    def save_optimizer(self, path):
-        with atomic_path(path) as tmp:
-            torch.save(self.optimizer.state_dict(), tmp)
-
-    def load_optimizer(self, path):
-        self.optimizer.load_state_dict(torch.load(path, weights_only=True))
+        return F.cross_entropy(logits, y, reduction="sum").item(), logits.argmax(1).numpy()
 
 
 def main(argv=None):
@@ -71,9 +57,9 @@ def main(argv=None):
              args.dataset, len(train), len(test), sum(p.numel() for p in model.parameters()),
              os.path.abspath(log_dir))
     try:
-        best = fit(args, log, Session(model, args), train_loader, test_loader,
-                   upanets_recipe.lr_at(args), "pth")
-        log.info("best test accuracy %.4f", best)
+        result = fit(args, log, Session(model, args), train_loader, test_loader,
+                     upanets_recipe.lr_at(args))
+        log.info("best test accuracy %.4f", result.best_acc)
     finally:
         log.close()
 

@@ -31,12 +31,12 @@ def read_weights(path):
 INTERRUPTED = """
 import sys
 from {module} import main
-import {module} as script
-save = script.save_train_state
+import common.fit as loop
+save = loop.save_train_state
 def save_then_stop(*args, **kwargs):
     save(*args, **kwargs)
     sys.exit(3)
-script.save_train_state = save_then_stop
+loop.save_train_state = save_then_stop
 main(sys.argv[1:])
 """
 
