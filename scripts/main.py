@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import transforms
+from common import alexnet_recipe, transforms
 from common.data import get_dataset
 from common.san_recipe import SMALL_IMAGE_KERNELS
 from common.loader import BatchLoader
@@ -34,19 +34,20 @@ class Job:
     train_module: str
     ports: tuple
     train_args: tuple = ()
-    image_size: int = 32
+    test_transform: object = transforms.plain  # (mean, std) -> the recipe's test transform
     model_kwargs: dict = field(default_factory=dict)  # what the train script builds at this size
 
 
-SUITE = (
+SUITE = (  # each family's native recipe, shortened to two epochs of the embedded dataset
     Job("attention56_cifar", "gluon", "gluon_impl.train_attention", ("pytorch",),
-        ("--batch-size", "32", "--max-batches", "12")),
+        ("--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--warmup-epochs", "1")),
     Job("alexnet_simam", "paddle", "paddle_impl.train_alexnet", ("pytorch",),
-        ("--batch-size", "32", "--max-batches", "12"), image_size=128),
+        ("--epochs", "2", "--batch-size", "32"), test_transform=alexnet_recipe.recipe_transforms()[1]),
     Job("upanets16", "pytorch", "pytorch_impl.train_upanets", ("paddle", "gluon"),
-        ("--batch-size", "32", "--max-batches", "12")),
+        ("--epochs", "2", "--batch-size", "32")),
     Job("san10_pairwise", "pytorch", "pytorch_impl.train_san", ("paddle",),
-        ("--batch-size", "16", "--max-batches", "6"), model_kwargs={"kernels": SMALL_IMAGE_KERNELS}),
+        ("--epochs", "2", "--batch-size", "32", "--lr", "0.05"),
+        model_kwargs={"kernels": SMALL_IMAGE_KERNELS}),
 )
 
 
@@ -69,7 +70,7 @@ def available(job):
 def train(job, args, run_dir):
     """Run the native train script as a subprocess, streaming its output."""
     command = [sys.executable, "-m", job.train_module, "--model", job.model, "--dataset", args.dataset,
-               "--epochs", "1", "--seed", "0", "--log-dir", run_dir, *job.train_args]
+               "--seed", "0", "--log-dir", run_dir, *job.train_args]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     print(f"  $ {' '.join(command[1:])}", flush=True)
@@ -83,11 +84,10 @@ def train(job, args, run_dir):
     return os.path.join(run_dir, f"model-last{EXTENSION[job.native]}")
 
 
-def test_images(args, size):
+def test_images(args, test_transform):
     train_set = get_dataset(args.dataset, "train", args.data_dir)
     test_set = get_dataset(args.dataset, "test", args.data_dir)
-    transform = transforms.alexnet_test(train_set.mean, train_set.std) if size == 128 \
-        else transforms.plain(train_set.mean, train_set.std)
+    transform = test_transform(train_set.mean, train_set.std)
     images = np.concatenate([x for x, _ in BatchLoader(test_set, 128, transform, workers=0).epoch(0)])
     return images, test_set.labels, test_set.num_classes
 
@@ -108,7 +108,7 @@ def run_job(job, args):
     start = time.perf_counter()
     run_dir = os.path.join(args.out, job.model)
     native_file = train(job, args, run_dir)
-    images, labels, num_classes = test_images(args, job.image_size)
+    images, labels, num_classes = test_images(args, job.test_transform)
     kwargs = dict(job.model_kwargs, num_classes=num_classes)
     native_logits = None
     port_acc, differ, max_diff, ok = {}, 0, 0.0, True
