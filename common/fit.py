@@ -121,14 +121,17 @@ def fit(args, log, session, train_loader, test_loader, lr_at):
     start, best_acc, best_epoch, last = 0, -1.0, -1, None
     if args.resume:
         check_resume(log.dir, session)
-        with open(paths["state"]) as f:
-            saved = json.load(f)
+        try:
+            with open(paths["state"]) as f:
+                saved = json.load(f)
+            start, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: --resume: {paths['state']} is damaged ({type(e).__name__}: {e})") from None
         try:
             session.load_weights(paths["last"])
             session.load_optimizer(paths["optimizer"])
         except (CheckpointError, ConversionError) as e:  # not this model's run, or damaged
             raise SystemExit(f"error: --resume: {e}") from None
-        start, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
         log.drop_epochs(start)  # metrics of an epoch that was interrupted before its state
         log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
                  best_acc, best_epoch)

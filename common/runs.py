@@ -4,8 +4,9 @@ scalars, and progress bars.
 
 A run folder (``--log-dir``) holds ``train.log`` (what the console shows), ``metrics.jsonl``
 (one JSON object per epoch, easy to plot or compare), TensorBoard event files, and the
-checkpoints the script writes (``last.*`` every epoch, ``best.*`` at the best validation
-accuracy), each written atomically (:mod:`common.checkpoint`).
+checkpoints the script writes (``model-last.*`` every epoch, ``model-best.*`` at the best
+validation accuracy, ``train-state.*`` for ``--resume``), each written atomically
+(:mod:`common.checkpoint`).
 """
 import json
 import logging

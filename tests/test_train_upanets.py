@@ -84,6 +84,13 @@ def test_clear_errors(tmp_path, capsys):
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit, match="nothing to continue"):
         main([*SMOKE, "--log-dir", str(tmp_path / "empty"), "--resume"])
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in ("model-last.pth", "train-state.pth"):
+        (damaged / name).write_bytes(b"")
+    (damaged / "train-state.json").write_text('{"epoch": 0, "best')
+    with pytest.raises(SystemExit, match="train-state.json is damaged"):
+        main([*SMOKE, "--log-dir", str(damaged), "--resume"])
 
 
 def test_real_case_cifar10_mini_converted_predictions_agree(cifar10_mini, tmp_path):
