@@ -20,6 +20,7 @@ from common.convert import from_canonical, to_canonical
 from common.data import IMAGENET_MEAN, IMAGENET_STD, get_dataset
 from common.labels import smooth_uniform, soft_cross_entropy
 from common.loader import BatchLoader
+from common.mixup import MixupSampler, mixup
 from common.schedules import cosine_lr
 from paddle_impl import train_alexnet as paddle_recipe
 from parity_tests.tolerances import assert_close, assert_same_argmax
@@ -199,10 +200,11 @@ def test_label_smoothing_loss_and_gradient_for_wide_logits():
     assert_close(tl.grad.numpy(), expected_grad, np.float64, "torch recipe loss gradient")
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_three_adam_steps_float64(name):
-    """The train scripts' own step (Adam, coupled L2 weight decay 1e-5, label smoothing 0.1)
-    at the cosine rates of a 3-step run, on the recipe's augmented batches of real digits."""
+@pytest.mark.parametrize("name, mixup_alpha", [(m, 0.0) for m in MODELS] + [("alexnet_simam", 0.4)])
+def test_three_adam_steps_float64(name, mixup_alpha):
+    """The train scripts' own step (Adam, coupled L2 weight decay 1e-5, label smoothing 0.1,
+    optional mixup) at the cosine rates of a 3-step run, on the recipe's augmented batches
+    of real digits."""
     paddle.seed(9)
     paddle_net = paddle_model(name, np.float64, dropout=0.0)
     torch_net = port(paddle_net, name, np.float64, dropout=0.0)
@@ -216,6 +218,8 @@ def test_three_adam_steps_float64(name):
     for step, (images, labels) in zip(range(3), loader.epoch(0)):
         images = images.astype(np.float64)
         targets = smooth_uniform(labels, 10, 0.1, dtype=np.float64)
+        if mixup_alpha:
+            images, targets = mixup(images, targets, MixupSampler(mixup_alpha, 42)(0, step))
         lr = cosine_lr(step, 5e-4, 3)
         paddle_loss, _ = paddle_recipe.train_step(paddle_net, paddle_opt, paddle.to_tensor(images),
                                                   paddle.to_tensor(targets), lr)
