@@ -14,34 +14,16 @@ import paddle
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
-ZERO_PAD, REFLECT_PAD = 0, 1
-
-
-def output_size(size, kernel, stride, padding, dilation):
-    """Number of window positions along one axis (as a convolution)."""
-    return (size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1
+# the padding modes and output_size are part of this module's interface (re-exported)
+from common.windows import REFLECT_PAD, ZERO_PAD, check_padding, output_size, window_offsets  # noqa: F401
 
 
 def pad(x, padding, pad_mode):
     """``x`` padded by ``padding`` on every side with zeros (0) or by reflection (1)."""
-    if pad_mode not in (ZERO_PAD, REFLECT_PAD):
-        raise ValueError(f"pad_mode must be 0 (zeros) or 1 (reflection), got {pad_mode!r}")
+    check_padding(padding, pad_mode, x.shape)
     if padding == 0:
         return x
-    if pad_mode == REFLECT_PAD and padding >= min(x.shape[2], x.shape[3]):
-        raise ValueError(f"reflection padding {padding} needs an input larger than "
-                         f"{padding}x{padding}, got {tuple(x.shape[2:])}")
     return F.pad(x, [padding] * 4, mode="reflect" if pad_mode == REFLECT_PAD else "constant")
-
-
-def _offsets(kernel, stride, dilation, out_h, out_w):
-    """For each window offset j (row-major), the strided slices of the padded input that
-    hold x[window_j(p)] for every output position p."""
-    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
-    for kh in range(kernel):
-        for kw in range(kernel):
-            top, left = kh * dilation, kw * dilation
-            yield (slice(top, top + span_h, stride), slice(left, left + span_w, stride))
 
 
 def _centre_slices(stride, out_h, out_w):
@@ -58,7 +40,7 @@ class _Aggregation(PyLayer):
         ctx.needs_grad = not x_padded.stop_gradient, not weight.stop_gradient
         w = weight.reshape([n, 1, c_w, kernel * kernel, out_h, out_w])
         out = paddle.zeros([n, c // c_w, c_w, out_h, out_w], dtype=x_padded.dtype)
-        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+        for j, (rows, cols) in enumerate(window_offsets(kernel, stride, dilation, out_h, out_w)):
             window = x_padded[:, :, rows, cols].reshape([n, c // c_w, c_w, out_h, out_w])
             out.add_(window * w[:, :, :, j])
         return out.reshape([n, c, out_h, out_w])
@@ -74,7 +56,7 @@ class _Aggregation(PyLayer):
         needs_x, needs_w = ctx.needs_grad
         grad_x = paddle.zeros_like(x_padded) if needs_x else None
         grad_w = []
-        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+        for j, (rows, cols) in enumerate(window_offsets(kernel, stride, dilation, out_h, out_w)):
             if needs_x:
                 grad_x[:, :, rows, cols] += (g * w[:, :, :, j]).reshape([n, c, out_h, out_w])
             if needs_w:

@@ -28,34 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-ZERO_PAD, REFLECT_PAD = 0, 1
-
-
-def output_size(size, kernel, stride, padding, dilation):
-    """Number of window positions along one axis (as a convolution)."""
-    return (size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1
+# the padding modes and output_size are part of this module's interface (re-exported)
+from common.windows import REFLECT_PAD, ZERO_PAD, check_padding, output_size, window_offsets  # noqa: F401
 
 
 def pad(x, padding, pad_mode):
     """``x`` padded by ``padding`` on every side with zeros (0) or by reflection (1)."""
-    if pad_mode not in (ZERO_PAD, REFLECT_PAD):
-        raise ValueError(f"pad_mode must be 0 (zeros) or 1 (reflection), got {pad_mode!r}")
+    check_padding(padding, pad_mode, x.shape)
     if padding == 0:
         return x
-    if pad_mode == REFLECT_PAD and padding >= min(x.shape[2], x.shape[3]):
-        raise ValueError(f"reflection padding {padding} needs an input larger than "
-                         f"{padding}x{padding}, got {tuple(x.shape[2:])}")
     return F.pad(x, (padding,) * 4, mode="reflect" if pad_mode == REFLECT_PAD else "constant")
-
-
-def _offsets(kernel, stride, dilation, out_h, out_w):
-    """For each window offset j (row-major), the strided slices of the padded input that
-    hold x[window_j(p)] for every output position p."""
-    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
-    for kh in range(kernel):
-        for kw in range(kernel):
-            top, left = kh * dilation, kw * dilation
-            yield (slice(top, top + span_h, stride), slice(left, left + span_w, stride))
 
 
 def _centre(x, stride, out_h, out_w):
@@ -73,7 +55,7 @@ class _Aggregation(Function):
         ctx.geometry = kernel, stride, dilation, out_h, out_w
         w = weight.view(n, 1, c_w, kernel * kernel, out_h, out_w)
         out = x_padded.new_zeros(n, c // c_w, c_w, out_h, out_w)
-        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+        for j, (rows, cols) in enumerate(window_offsets(kernel, stride, dilation, out_h, out_w)):
             window = x_padded[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w)
             out.addcmul_(window, w[:, :, :, j])
         return out.view(n, c, out_h, out_w)
@@ -89,7 +71,7 @@ class _Aggregation(Function):
         grad_x = torch.zeros_like(x_padded) if ctx.needs_input_grad[0] else None
         grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         grad_w_view = grad_w.view(n, c_w, kernel * kernel, out_h, out_w) if grad_w is not None else None
-        for j, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_h, out_w)):
+        for j, (rows, cols) in enumerate(window_offsets(kernel, stride, dilation, out_h, out_w)):
             if grad_x is not None:
                 grad_x[:, :, rows, cols].view(n, c // c_w, c_w, out_h, out_w).addcmul_(g, w[:, :, :, j])
             if grad_w is not None:
