@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.autograd import Function
 
 # the padding modes and output_size are part of this module's interface (re-exported)
-from common.windows import REFLECT_PAD, ZERO_PAD, check_padding, output_size, window_offsets  # noqa: F401
+from common.windows import (REFLECT_PAD, ZERO_PAD, aggregation_geometry, check_padding,  # noqa: F401
+                            output_size, subtraction_geometry, window_offsets)
 
 
 def pad(x, padding, pad_mode):
@@ -105,35 +106,16 @@ class _Subtraction2(Function):
         return grad_x1, grad_x2, None, None, None, None, None
 
 
-def _geometry(x, kernel, stride, padding, dilation):
-    out_h = output_size(x.shape[2], kernel, stride, padding, dilation)
-    out_w = output_size(x.shape[3], kernel, stride, padding, dilation)
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"a {kernel}x{kernel} window (dilation {dilation}, padding {padding}) "
-                         f"does not fit an input of {tuple(x.shape[2:])}")
-    return out_h, out_w
-
-
 def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
     """Weighted sum of every window of ``x`` (see the module docstring): ``[N, C, Ho, Wo]``."""
-    if x.dim() != 4 or weight.dim() != 4:
-        raise ValueError("aggregation expects x [N, C, H, W] and weight [N, C_w, k*k, L]")
-    out_h, out_w = _geometry(x, kernel_size, stride, padding, dilation)
-    n, c = x.shape[:2]
-    expected = (n, weight.shape[1], kernel_size * kernel_size, out_h * out_w)
-    if tuple(weight.shape) != expected or c % weight.shape[1]:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit x {tuple(x.shape)}: "
-                         f"expected {expected} with C = {c} a multiple of C_w")
+    out_h, out_w = aggregation_geometry(x.shape, weight.shape, kernel_size, stride, padding, dilation)
     return _Aggregation.apply(pad(x, padding, pad_mode), weight.contiguous(),
                               kernel_size, stride, dilation, out_h, out_w)
 
 
 def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
     """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``."""
-    if x1.dim() != 4 or x1.shape != x2.shape:
-        raise ValueError(f"subtraction2 expects two [N, C, H, W] tensors of one shape, got "
-                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
-    out_h, out_w = _geometry(x1, kernel_size, stride, padding, dilation)
+    out_h, out_w = subtraction_geometry(x1.shape, x2.shape, kernel_size, stride, padding, dilation)
     return _Subtraction2.apply(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation,
                                out_h, out_w)
 
