@@ -5,8 +5,10 @@ pad-8 crop of 64 and flip; each normalised with its dataset's recipe statistics
 (CIFAR (0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010), ImageNet's for Tiny ImageNet).
 """
 import argparse
+import os
 
 from . import runs
+from .fit import fit
 from .schedules import cosine_lr
 
 MOMENTUM = 0.9
@@ -46,3 +48,29 @@ def lr_at(args):
     """The learning rate of every batch of an epoch: cosine annealing from ``args.lr`` over
     the run's epochs."""
     return lambda epoch, batch, batches: cosine_lr(epoch, args.lr, args.epochs)
+
+
+def train(framework, argv, create_model, Session, seed, count_parameters, board=None):
+    """The whole run of a UPANets train script: parse ``argv``, seed the framework
+    (``seed(n)``), build the loaders and ``create_model(name, **kwargs)``, and
+    :func:`common.fit.fit` the framework's ``Session(model, args)`` in the run folder.
+    ``count_parameters(model)`` gives the trainable count for the log; ``board(log_dir)``
+    replaces the TensorBoard writer (Gluon: mxboard). Returns the best test accuracy."""
+    args = parse(framework, argv)
+    seed(args.seed)
+    train_set, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
+    log_dir = runs.default_log_dir(args, f"{framework}-{args.model}")
+    log = runs.RunLog(log_dir, f"{framework}_upanets", resume=args.resume, tensorboard=board is None)
+    if board is not None:
+        log.board = board(log_dir)
+    try:
+        model = create_model(args.model, num_classes=len(train_set.classes), img_size=args.img_size,
+                             blocks=args.blocks)
+        log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
+                 args.dataset, len(train_set), len(test), count_parameters(model),
+                 os.path.abspath(log_dir))
+        result = fit(args, log, Session(model, args), train_loader, test_loader, lr_at(args))
+        log.info("best test accuracy %.4f", result.best_acc)
+    finally:
+        log.close()
+    return result.best_acc

@@ -9,16 +9,14 @@ the cosine schedule changes the rate. The model trains imperatively (its BatchNo
 their running variance torch's way only there; see ``gluon_impl/layers.py``). TensorBoard
 scalars go through mxboard.
 """
-import os
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
 import gluon_impl.torch_optim  # noqa: F401  (registers 'torchsgd')
-from common import checkpoint, runs, upanets_recipe
+from common import checkpoint, upanets_recipe
 from common.checkpoint import atomic_path
-from common.fit import fit
 from gluon_impl import create_model
 from gluon_impl.data import to_ndarrays
 
@@ -81,27 +79,23 @@ class Session:
             updater.states_synced[index] = True
 
 
-def main(argv=None):
-    args = upanets_recipe.parse("gluon", argv)
-    mx.random.seed(args.seed)
-    np.random.seed(args.seed)
-    train, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
-    log_dir = runs.default_log_dir(args, f"gluon-{args.model}")
-    log = runs.RunLog(log_dir, "gluon_upanets", resume=args.resume, tensorboard=False)
-    log.board = MxboardScalars(log_dir)
-    model = create_model(args.model, num_classes=len(train.classes), img_size=args.img_size,
-                         blocks=args.blocks)
+def initialized_model(name, **kwargs):
+    model = create_model(name, **kwargs)
     model.initialize(mx.init.Xavier())
-    log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
-             args.dataset, len(train), len(test),
-             sum(int(np.prod(p.shape)) for p in model.collect_params().values() if p.grad_req != "null"),
-             os.path.abspath(log_dir))
-    try:
-        result = fit(args, log, Session(model, args), train_loader, test_loader,
-                     upanets_recipe.lr_at(args))
-        log.info("best test accuracy %.4f", result.best_acc)
-    finally:
-        log.close()
+    return model
+
+
+def seed(n):
+    mx.random.seed(n)
+    np.random.seed(n)
+
+
+def main(argv=None):
+    return upanets_recipe.train(
+        "gluon", argv, initialized_model, Session, seed,
+        lambda model: sum(int(np.prod(p.shape)) for p in model.collect_params().values()
+                          if p.grad_req != "null"),
+        board=MxboardScalars)
 
 
 if __name__ == "__main__":

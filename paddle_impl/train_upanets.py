@@ -5,14 +5,12 @@
 Writes ``model-best.pdparams`` / ``model-last.pdparams`` (``model.state_dict()`` alone), the
 optimizer state ``train-state.pdopt`` and ``train-state.json``; ``--resume`` continues.
 """
-import os
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from common import runs, upanets_recipe
-from common.fit import fit
+from common import upanets_recipe
 from paddle_impl import create_model
 from paddle_impl.data import to_tensors
 from paddle_impl.session import RunFiles
@@ -47,23 +45,9 @@ class Session(RunFiles):
 
 
 def main(argv=None):
-    args = upanets_recipe.parse("paddle", argv)
-    paddle.seed(args.seed)
-    train, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
-    log_dir = runs.default_log_dir(args, f"paddle-{args.model}")
-    log = runs.RunLog(log_dir, "paddle_upanets", resume=args.resume)
-    model = create_model(args.model, num_classes=len(train.classes), img_size=args.img_size,
-                         blocks=args.blocks)
-    log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
-             args.dataset, len(train), len(test),
-             sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
-             os.path.abspath(log_dir))
-    try:
-        result = fit(args, log, Session(model, args), train_loader, test_loader,
-                     upanets_recipe.lr_at(args))
-        log.info("best test accuracy %.4f", result.best_acc)
-    finally:
-        log.close()
+    return upanets_recipe.train(
+        "paddle", argv, create_model, Session, paddle.seed,
+        lambda model: sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,11 @@
 Writes ``model-best.pth`` / ``model-last.pth`` (``model.state_dict()`` alone), the optimizer
 state ``train-state.pth`` and ``train-state.json`` into the run folder; ``--resume`` continues.
 """
-import os
 
 import torch
 import torch.nn.functional as F
 
-from common import runs, upanets_recipe
-from common.fit import fit
+from common import upanets_recipe
 from pytorch_impl import create_model
 from pytorch_impl.data import to_tensors
 from pytorch_impl.session import RunFiles
@@ -46,22 +44,8 @@ class Session(RunFiles):
 
 
 def main(argv=None):
-    args = upanets_recipe.parse("pytorch", argv)
-    torch.manual_seed(args.seed)
-    train, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
-    log_dir = runs.default_log_dir(args, f"pytorch-{args.model}")
-    log = runs.RunLog(log_dir, "pytorch_upanets", resume=args.resume)
-    model = create_model(args.model, num_classes=len(train.classes), img_size=args.img_size,
-                         blocks=args.blocks)
-    log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
-             args.dataset, len(train), len(test), sum(p.numel() for p in model.parameters()),
-             os.path.abspath(log_dir))
-    try:
-        result = fit(args, log, Session(model, args), train_loader, test_loader,
-                     upanets_recipe.lr_at(args))
-        log.info("best test accuracy %.4f", result.best_acc)
-    finally:
-        log.close()
+    return upanets_recipe.train("pytorch", argv, create_model, Session, torch.manual_seed,
+                                lambda model: sum(p.numel() for p in model.parameters()))
 
 
 if __name__ == "__main__":
