@@ -15,30 +15,32 @@ class _BatchNorm:
     def _batch_norm_unbiased(self, x):
         """A training step that updates the running variance with torch's unbiased rule.
 
-        The normalisation is computed as accurately as torch's in each dtype: in float64 from
-        Paddle ops, because the kernel takes ``epsilon`` as a float32 (measured 1e-8 off on a
-        channel of std 1e-3); in float32 by the kernel, because Paddle's float32 reductions sum
-        naively: composed from ops, UPANets16's float32 gradients were up to 10^4 times the
-        float32 tolerance off their float64 values (the kernel: 25 times, torch's own: 9). The running statistics are updated here, exactly
-        (the kernel updates copies of them, with the biased variance)."""
+        Computed as accurately as torch's in each dtype: in float64 from Paddle ops, because
+        the kernel takes ``epsilon`` as a float32 (measured 1e-8 off on a channel of std 1e-3);
+        in float32 by the kernel, because Paddle's float32 reductions sum naively: composed
+        from ops, UPANets16's float32 gradients were up to 10^4 times the float32 tolerance off
+        their float64 values (the kernel: 25 times, torch's own: 9). The kernel's running
+        variance (biased) is turned into torch's: ``+ (1 - m) var / (n - 1)``."""
+        n = x.numel().item() // x.shape[1]
+        m = self._momentum
+        if x.dtype != paddle.float64:
+            mean, var = self._mean.clone(), self._variance.clone()
+            out = F.batch_norm(x, mean, var, self.weight, self.bias, training=True, momentum=m,
+                               epsilon=self._epsilon, data_format=self._data_format)
+            with paddle.no_grad():
+                self._mean.set_value(mean)
+                self._variance.set_value(var + (var - self._variance * m) / (n - 1))
+            return out
         axes = [0] + list(range(2, x.ndim))
         shape = [1, -1] + [1] * (x.ndim - 2)
-        n = x.numel().item() // x.shape[1]
         mean = x.mean(axis=axes)
         centred = x - mean.reshape(shape)
         var = (centred * centred).mean(axis=axes)
-        if x.dtype == paddle.float64:
-            out = centred / paddle.sqrt(var.reshape(shape) + self._epsilon)
-            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
-        else:
-            out = F.batch_norm(x, self._mean.clone(), self._variance.clone(), self.weight,
-                               self.bias, training=True, epsilon=self._epsilon,
-                               data_format=self._data_format)
         with paddle.no_grad():
-            m = self._momentum
             self._mean.set_value(self._mean * m + mean.detach() * (1 - m))
             self._variance.set_value(self._variance * m + var.detach() * (n / (n - 1)) * (1 - m))
-        return out
+        out = centred / paddle.sqrt(var.reshape(shape) + self._epsilon)
+        return out * self.weight.reshape(shape) + self.bias.reshape(shape)
 
     def forward(self, x):
         if self.training and self.unbiased_var:

@@ -1,7 +1,7 @@
 """SAN (born in PyTorch) against its PaddlePaddle port: operators, weight conversion through
 common/convert.py, forward in eval and train mode, gradients and three SGD steps of a reduced
-SAN (layers (1, 1, 1, 1, 1)) at 32x32 (forward batch 2, gradients 4, training steps 8), in
-float64 (and float32 for the forward).
+SAN (layers (1, 1, 1, 1, 1)) at 32x32 (forward batch 2, float32 train mode 32, gradients 4,
+training steps 8), in float64 (and float32 for the forward).
 
 At 32x32 the five stages see 16, 8, 4, 2 and 1 pixels, and reflection padding needs an input
 larger than the padding, so the reduced SAN uses kernels (3, 3, 3, 3, 1).
@@ -16,7 +16,7 @@ from common.labels import smooth_uniform
 from common.schedules import cosine_lr
 from paddle_impl import create_model as create_paddle
 from paddle_impl import san_ops as paddle_ops
-from parity_tests.tolerances import assert_close
+from parity_tests.tolerances import assert_close, assert_float32_roundoff
 from pytorch_impl import create_model as create_torch
 from pytorch_impl import san_ops as torch_ops
 
@@ -26,7 +26,7 @@ SA_TYPES = ("pairwise", "patchwise")
 # 1x1): gradients use batch 4 (batch 2 leaves ~1e-11 of noise), and the three training steps
 # batch 8, where two torch runs that differ only in summation order stay within 3e-11 (at
 # batch 4 the patchwise SAN drifts apart by 7e-8 in three steps, whatever the learning rate)
-GRAD_BATCH, TRAIN_BATCH = 4, 8
+GRAD_BATCH, TRAIN_BATCH, TRAIN32_BATCH = 4, 8, 32
 
 
 def torch_state(model):
@@ -158,6 +158,31 @@ def test_forward_train_and_running_statistics_float64(pair64):
         assert_close(converted[k], torch_state(t_model)[k], np.float64, k)
     t_model.load_state_dict({k: torch.from_numpy(v) for k, v in before_t.items()})
     p_model.set_state_dict(before_p)
+
+
+@pytest.mark.parametrize("sa_type", SA_TYPES)
+def test_forward_train_and_running_statistics_float32(sa_type):
+    """Float32 train mode against torch's float64 run of the same float32 weights and images:
+    logits and running statistics (:func:`assert_float32_roundoff`: the float32 tolerance where
+    torch's own float32 meets it). The batch is larger than elsewhere because the last stages
+    see 2 and 1 pixels: over 2 images their batch statistics put torch's own float32 logits
+    400-5000 float32 tolerances off float64, over 32 images 3-10."""
+    t_model, p_model = build_pair(sa_type, "float32")
+    exact = create_torch(f"san10_{sa_type}", **REDUCED).double()
+    exact.load_state_dict({k: v.double() for k, v in t_model.state_dict().items()})
+    x = images(np.float32, seed=2, n=TRAIN32_BATCH)
+    for model in (t_model, exact, p_model):
+        model.train()
+    with torch.no_grad():
+        expected, truth = t_model(torch.from_numpy(x)).numpy(), exact(torch.from_numpy(x).double()).numpy()
+    with paddle.no_grad():
+        actual = p_model(paddle.to_tensor(x)).numpy()
+    assert_float32_roundoff(actual, expected, truth, "train-mode logits")
+    port, native, exact = to_canonical(paddle_state(p_model), "paddle"), torch_state(t_model), torch_state(exact)
+    stats = [k for k in exact if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) > 20
+    for k in stats:
+        assert_float32_roundoff(port[k], native[k], exact[k], k)
 
 
 # --------------------------------------------------------------------------- gradients
