@@ -4,9 +4,10 @@ PyTorch port so that both read the same flags, batches, schedule and targets.
 
 * flags: ``--model``/``--num-layers``, ``--momentum``, ``--optimizer`` sgd|nag, ``--lr-mode``
   step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mix-up``/``--alpha``
-  (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--ctx``,
-  ``--dtype``, ``--init-from``, ``--stop-after``, plus :func:`common.runs.add_common_args`;
-* images: pad-4 random crop of 32 and flip, normalised with the dataset's statistics;
+  (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--norm-stats``,
+  ``--ctx``, ``--dtype``, ``--init-from``, ``--stop-after``, plus
+  :func:`common.runs.add_common_args`;
+* images: pad-4 random crop of 32 and flip, normalised as :func:`recipe_transforms` says;
 * the learning rate of MXNet update ``num_update`` (1 for the first step) from
   :func:`common.schedules.gluoncv_lr`, set at every iteration;
 * dense targets: label-smoothed one-hot (on 1 - e, off e / (K - 1)), mixed with the reversed
@@ -22,11 +23,14 @@ import numpy as np
 from . import labels, runs
 from .checkpoint import CheckpointError
 from .convert import ConversionError, from_canonical, match_state, to_canonical
+from .data import IMAGENET_MEAN, IMAGENET_STD
 from .fit import check_resume, fit
 from .mixup import MixupSampler, mixup
 from .schedules import gluoncv_lr
 
 DEPTHS = (56, 92, 128, 164, 236, 452)
+# cifar10_train.py's CreateAugmenter: [0, 1] pixels minus ImageNet's mean, over its std (not CIFAR's)
+NORM_STATS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "dataset": None}
 
 
 def build_parser(framework, models, add_args=None):
@@ -49,6 +53,8 @@ def build_parser(framework, models, add_args=None):
     g.add_argument("--mix-up", type=int, default=0, choices=(0, 1), help="1: mixup training")
     g.add_argument("--alpha", type=float, default=1.0, help="mixup Beta(alpha, alpha)")
     g.add_argument("--epsilon", type=float, default=0.0, help="label smoothing")
+    g.add_argument("--norm-stats", choices=tuple(NORM_STATS), default="imagenet",
+                   help="normalise with ImageNet's mean/std (the original) or the train split's own")
     g.add_argument("--ctx", default="cpu", help="'cpu' or comma-separated GPU ids (first one used)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--stop-after", type=int, default=None,
@@ -84,6 +90,17 @@ def parse(parser, models, argv=None):
     if args.ctx != "cpu" and not all(s.strip().isdigit() for s in args.ctx.split(",")):
         parser.error(f"--ctx must be 'cpu' or GPU ids like '0,1', got {args.ctx!r}")
     return args
+
+
+def recipe_transforms(norm_stats="imagenet"):
+    """(train, test) transform builders ``(dataset mean, dataset std) -> transform``: the
+    original's pad-4 crop of 32 and flip, normalised with ``NORM_STATS[norm_stats]`` or, for
+    "dataset", the dataset's own statistics."""
+    train, test = runs.cifar_transforms()
+    fixed = NORM_STATS[norm_stats]
+    if fixed is None:
+        return train, test
+    return (lambda mean, std: train(*fixed)), (lambda mean, std: test(*fixed))
 
 
 def gpu_index(ctx):
@@ -170,7 +187,7 @@ def train(framework, argv, Session, models, board=None, add_args=None):
     if args.resume:
         check_resume(log_dir, Session)  # fail before loading data
     train_set, test_set, train_loader, test_loader = runs.build_loaders(
-        args, *runs.cifar_transforms())
+        args, *recipe_transforms(args.norm_stats))
     try:
         session = Session(args, train_set.num_classes)
     except (CheckpointError, ConversionError) as e:

@@ -1,7 +1,7 @@
 """Train a Residual Attention Network natively in MXNet Gluon with the recipe of the Gluon
 re-implementation (``common/attention_recipe.py``): MSRAPrelu init, hybridized network, SGD or
 NAG with gluoncv's warmup + cosine or step schedule, mixup and label smoothing with dense
-targets.
+targets, ImageNet mean/std normalisation.
 
     python -m gluon_impl.train_attention --num-layers 56 --epochs 200 --mix-up 1 --alpha 1.0
     python -m gluon_impl.train_attention --dataset cifar10 --data-dir ../shared/data/cifar10-mini

@@ -7,6 +7,7 @@ must not share a process) on the embedded digits dataset with tiny budgets:
   uninterrupted run ends;
 * the PyTorch script reproduces the Gluon script from the same weights, in float64, through
   three NAG steps with warmup + cosine, mixup and label smoothing;
+* both normalise with the original's ImageNet mean/std (the recipe's transforms);
 * bad flags and inputs fail at once with a clear message (in this process: no board is opened).
 """
 import json
@@ -18,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import attention_recipe
 from common.checkpoint import load_gluon_params
 from common.convert import to_canonical
+from common.data import get_dataset
 from common.fit import STATE_FILE
 from parity_tests.tolerances import assert_close
 
@@ -143,3 +146,26 @@ def test_bad_flags_fail_clearly(framework, tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"--init-from: .*missing.params: no such file"):
         main(framework)(["--log-dir", str(tmp_path / "run"),
                          "--init-from", str(tmp_path / "missing.params")])
+
+
+def test_normalisation_is_the_originals():
+    """The recipe normalises with cifar10_train.py's ImageNet mean/std on [0, 1] pixels, in
+    training (after the pad-4 crop and flip) and in testing; ``--norm-stats dataset`` keeps
+    the dataset's own."""
+    mean, std = (np.array(v) for v in attention_recipe.NORM_STATS["imagenet"])
+    assert_close(mean, [0.485, 0.456, 0.406], np.float64, "recipe mean")
+    assert_close(std, [0.229, 0.224, 0.225], np.float64, "recipe std")
+    data = get_dataset("digits", "train")
+    image = data.images[0]
+    train, test = attention_recipe.recipe_transforms()
+    expected = (image / 255.0 - mean) / std
+    assert_close(test(data.mean, data.std)(image, None), expected.transpose(2, 0, 1), np.float32,
+                 "test image")
+    # a training crop, mapped back with the same constants, is whole pixel values again
+    crop = train(data.mean, data.std)(image, np.random.default_rng(0)).transpose(1, 2, 0)
+    pixels = (crop * std + mean) * 255
+    assert_close(pixels, np.round(pixels), np.float32, "training crop in pixels")
+    _, own = attention_recipe.recipe_transforms("dataset")
+    expected = (image / 255.0 - np.array(data.mean)) / np.array(data.std)
+    assert_close(own(data.mean, data.std)(image, None), expected.transpose(2, 0, 1), np.float32,
+                 "--norm-stats dataset")
