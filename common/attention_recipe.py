@@ -1,31 +1,46 @@
 """The Residual Attention Network training recipe (the Gluon re-implementation's
 ``cifar10_train.py`` / ``train.py``), framework-free, shared by the Gluon script and its
-PyTorch port so that both read the same flags, schedule and targets.
+PyTorch port so that both read the same flags, batches, schedule and targets.
 
 * flags: ``--model``/``--num-layers``, ``--momentum``, ``--optimizer`` sgd|nag, ``--lr-mode``
   step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mix-up``/``--alpha``
-  (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--ctx``,
-  ``--dtype``, ``--init-from``, ``--stop-after``, plus :func:`common.runs.add_common_args`;
+  (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--norm-stats``,
+  ``--ctx``, ``--dtype``, ``--init-from``, ``--stop-after``, plus
+  :func:`common.runs.add_common_args`;
+* images: pad-4 random crop of 32 and flip, normalised as :func:`recipe_transforms` says;
 * the learning rate of MXNet update ``num_update`` (1 for the first step) from
-  :func:`common.schedules.gluoncv_lr`;
+  :func:`common.schedules.gluoncv_lr`, set at every iteration;
 * dense targets: label-smoothed one-hot (on 1 - e, off e / (K - 1)), mixed with the reversed
   batch when mixup is on.
+
+A script gives :func:`train` its framework's subclass of :class:`Session`.
 """
 import argparse
+import os
 
 import numpy as np
 
 from . import labels, runs
+from .checkpoint import CheckpointError
+from .convert import ConversionError, from_canonical, match_state, to_canonical
+from .data import IMAGENET_MEAN, IMAGENET_STD
+from .fit import check_resume, fit
 from .mixup import MixupSampler, mixup
 from .schedules import gluoncv_lr
 
 DEPTHS = (56, 92, 128, 164, 236, 452)
+# cifar10_train.py's CreateAugmenter: [0, 1] pixels minus ImageNet's mean, over its std (not CIFAR's)
+NORM_STATS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "dataset": None}
 
 
-def build_parser(description, models):
-    """The recipe's flags; ``models`` are the registry names ``--model`` accepts."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser(framework, models, add_args=None):
+    """The recipe's flags; ``models`` are the registry names ``--model`` accepts and
+    ``add_args(parser)`` adds a framework's own."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {framework}_impl.train_attention",
+        description=f"Train a Residual Attention Network ({framework}) with the recipe of the "
+                    f"Gluon re-implementation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = parser.add_argument_group("model and recipe")
     g.add_argument("--model", default=None, help="registry name (default attention<num-layers>_cifar)")
     g.add_argument("--num-layers", type=int, default=56, choices=DEPTHS)
@@ -38,6 +53,8 @@ def build_parser(description, models):
     g.add_argument("--mix-up", type=int, default=0, choices=(0, 1), help="1: mixup training")
     g.add_argument("--alpha", type=float, default=1.0, help="mixup Beta(alpha, alpha)")
     g.add_argument("--epsilon", type=float, default=0.0, help="label smoothing")
+    g.add_argument("--norm-stats", choices=tuple(NORM_STATS), default="imagenet",
+                   help="normalise with ImageNet's mean/std (the original) or the train split's own")
     g.add_argument("--ctx", default="cpu", help="'cpu' or comma-separated GPU ids (first one used)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--stop-after", type=int, default=None,
@@ -45,18 +62,19 @@ def build_parser(description, models):
                         "spans --epochs; continue with --resume)")
     g.add_argument("--init-from", default=None,
                    help="start from these weights (.params, .pth or .pdparams) instead of MSRAPrelu")
-    runs.add_common_args(parser, epochs=200, batch_size=64, lr=0.1, wd=1e-4)
-    parser.set_defaults(_models=tuple(models))
+    if add_args is not None:
+        add_args(parser)
+    runs.add_common_args(parser, epochs=200, batch_size=64, lr=0.1, wd=1e-4, save_period=10)
     return parser
 
 
-def parse(parser, argv=None):
+def parse(parser, models, argv=None):
     """Parse and check the flags; fills ``args.model`` and ``args.lr_steps`` (a list)."""
     args = runs.parse(parser, argv)
     args.model = args.model or f"attention{args.num_layers}_cifar"
-    if args.model not in args._models:
+    if args.model not in models:
         parser.error(f"--model {args.model!r} is not a registered model; choose one of "
-                     f"{', '.join(args._models)}")
+                     f"{', '.join(models)}")
     try:
         args.lr_steps = [int(s) for s in str(args.lr_steps).split(",") if s.strip()]
     except ValueError:
@@ -74,18 +92,32 @@ def parse(parser, argv=None):
     return args
 
 
-class Schedule:
-    """``lr(num_update)`` of the recipe for ``iters_per_epoch`` updates per epoch."""
+def recipe_transforms(norm_stats="imagenet"):
+    """(train, test) transform builders ``(dataset mean, dataset std) -> transform``: the
+    original's pad-4 crop of 32 and flip, normalised with ``NORM_STATS[norm_stats]`` or, for
+    "dataset", the dataset's own statistics."""
+    train, test = runs.cifar_transforms()
+    fixed = NORM_STATS[norm_stats]
+    if fixed is None:
+        return train, test
+    return (lambda mean, std: train(*fixed)), (lambda mean, std: test(*fixed))
 
-    def __init__(self, args, iters_per_epoch):
-        warmup = args.warmup_epochs * iters_per_epoch
-        self.kwargs = dict(base_lr=args.lr, total_iters=args.epochs * iters_per_epoch,
-                           warmup_iters=warmup, mode=args.lr_mode,
-                           step_iters=[(e - args.warmup_epochs) * iters_per_epoch for e in args.lr_steps],
-                           step_factor=args.lr_factor)
 
-    def __call__(self, num_update):
-        return gluoncv_lr(num_update, **self.kwargs)
+def gpu_index(ctx):
+    """The GPU ``--ctx`` names (its first id), or None for 'cpu'."""
+    return None if ctx == "cpu" else int(ctx.split(",")[0])
+
+
+def lr_at(args):
+    """The rate of batch ``batch`` of ``epoch``: gluoncv's schedule at MXNet's update count
+    ``num_update = epoch * batches + batch + 1``."""
+    def rate(epoch, batch, batches):
+        return gluoncv_lr(epoch * batches + batch + 1, base_lr=args.lr,
+                          total_iters=args.epochs * batches,
+                          warmup_iters=args.warmup_epochs * batches, mode=args.lr_mode,
+                          step_iters=[(e - args.warmup_epochs) * batches for e in args.lr_steps],
+                          step_factor=args.lr_factor)
+    return rate
 
 
 class Targets:
@@ -106,15 +138,73 @@ class Targets:
         return mixup(images, dense, self.sampler(epoch, index))
 
 
-def iters_per_epoch(loader, max_batches):
-    return len(loader) if max_batches is None else min(len(loader), max_batches)
+def read_weights(path, framework, shapes):
+    """The weights of a Gluon, PyTorch or Paddle checkpoint under ``framework``'s names,
+    checked against the model's ``shapes`` (what ``--init-from`` starts from)."""
+    from scripts.convert import framework_of, read_state
+    source = framework_of(path)
+    state = read_state(path, source)
+    names = "pytorch" if source == "safetensors" else source
+    if names != framework:
+        state = from_canonical(to_canonical(state, names), framework, shapes)
+    match_state(state, shapes, what=path)
+    return state
 
 
-def epochs_to_run(args, start_epoch):
-    """The epochs this invocation trains: from ``start_epoch`` to ``--epochs`` or ``--stop-after``."""
-    end = args.epochs if args.stop_after is None else min(args.epochs, start_epoch + args.stop_after)
-    return range(start_epoch, end)
+class Session:
+    """The recipe's half of a session for :func:`common.fit.fit`, written once for both
+    frameworks: images in ``--dtype``, dense smoothed (and mixed) targets for training.
+
+    A framework's subclass builds ``model`` and the optimizer from ``(args, num_classes)``,
+    has fit's checkpoint methods, and names its steps on numpy arrays:
+    ``train_step(images, targets, lr)`` (one update on dense targets) and
+    ``eval_step(images, labels)``, each returning (summed loss, logits)."""
+
+    def __init__(self, args, num_classes):
+        self.dtype = np.dtype(args.dtype)
+        self.targets = Targets(args, num_classes)
+
+    def train_batch(self, images, labels, lr, epoch, batch):
+        images, dense = self.targets(images.astype(self.dtype), labels, epoch, batch)
+        loss, logits = self.train_step(images, dense, lr)
+        return loss, logits.argmax(1)
+
+    def eval_batch(self, images, labels):
+        loss, logits = self.eval_step(images.astype(self.dtype), labels)
+        return loss, logits.argmax(1)
 
 
-def numpy_dtype(args):
-    return np.dtype(args.dtype)
+def train(framework, argv, Session, models, board=None, add_args=None):
+    """The whole run of a train script: parse ``argv`` (``models``: the registry's names,
+    ``add_args``: the framework's own flags), build the loaders, the framework's
+    ``Session(args, num_classes)`` and :func:`common.fit.fit` it in the run folder.
+    ``board(log_dir)`` replaces the TensorBoard writer (Gluon: mxboard). Returns the best
+    test accuracy."""
+    parser = build_parser(framework, models, add_args)
+    args = parse(parser, models, argv)
+    name = f"{framework}-{args.model}"
+    log_dir = runs.default_log_dir(args, name)
+    if args.resume:
+        check_resume(log_dir, Session)  # fail before loading data
+    train_set, test_set, train_loader, test_loader = runs.build_loaders(
+        args, *recipe_transforms(args.norm_stats))
+    try:
+        session = Session(args, train_set.num_classes)
+    except (CheckpointError, ConversionError) as e:
+        raise SystemExit(f"error: --init-from: {e}") from None
+    # the board after the session: mxboard's protobufs clash with those of a torch imported
+    # later (by --init-from a .pth)
+    log = runs.RunLog(log_dir, name, resume=args.resume, tensorboard=board is None)
+    if board is not None:
+        log.board = board(log_dir)
+    try:
+        log.info("%s %s on %s (%d train / %d test images), %s; mixup in the first %d epochs: %s",
+                 framework, args.model, args.dataset, len(train_set), len(test_set),
+                 "resuming" if args.resume else "start",
+                 sum(map(session.targets.mixing, range(args.epochs))), vars(args))
+        result = fit(args, log, session, train_loader, test_loader, lr_at(args), args.stop_after)
+        log.info("done: best val_acc %.4f at epoch %d; run folder %s", result.best_acc,
+                 result.best_epoch, os.path.abspath(log_dir))
+    finally:
+        log.close()
+    return result.best_acc

@@ -113,10 +113,11 @@ def save_train_state(path, **state):
         json.dump(state, f)
 
 
-def fit(args, log, session, train_loader, test_loader, lr_at):
+def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None):
     """Train ``session`` for ``args.epochs`` epochs at the rates ``lr_at(epoch, batch,
     batches)``, evaluating on ``test_loader`` after each, or continue the run in ``log.dir``
-    with ``args.resume``. Returns a :class:`Result`."""
+    with ``args.resume``. ``stop_after``: train at most that many epochs in this call (the
+    schedule still spans ``args.epochs``; ``--resume`` continues). Returns a :class:`Result`."""
     paths = run_paths(log.dir, session)
     start, best_acc, best_epoch, last = 0, -1.0, -1, None
     if args.resume:
@@ -136,7 +137,8 @@ def fit(args, log, session, train_loader, test_loader, lr_at):
         log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
                  best_acc, best_epoch)
     steps = batches_per_epoch(train_loader, args.max_batches)
-    for epoch in range(start, args.epochs):
+    end = args.epochs if stop_after is None else min(args.epochs, start + stop_after)
+    for epoch in range(start, end):
         train = run_pass(train_loader, epoch, lambda x, y, b: session.train_batch(
             x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}")
         last = evaluate(session, test_loader, args.max_batches, f"test {epoch}")

@@ -1,7 +1,7 @@
 """The real case: the native Gluon script trains Attention-56 (CIFAR) on the real CIFAR-10
 subset for one short epoch; its ``model-best.params``, converted through common/convert.py,
-gives the PyTorch port the same prediction on every one of the 509 test images, the same
-accuracy, and logits equal within the float32 tolerance."""
+gives the PyTorch port the same prediction on every one of the 509 test images (normalised as
+the recipe tests them), the same accuracy, and logits equal within the float32 tolerance."""
 import os
 import subprocess
 import sys
@@ -11,7 +11,7 @@ import mxnet as mx
 import numpy as np
 import torch
 
-from common import transforms
+from common import attention_recipe
 from common.checkpoint import load_gluon_params
 from common.convert import from_canonical, match_state, to_canonical
 from common.data import get_dataset
@@ -32,10 +32,10 @@ def test_gluon_trained_checkpoint_same_predictions_in_pytorch(cifar10_mini, tmp_
                    cwd=ROOT, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     checkpoint = run_dir / "model-best.params"
 
-    train = get_dataset("cifar10", "train", cifar10_mini)
     test = get_dataset("cifar10", "test", cifar10_mini)
     assert len(test) == 509
-    loader = BatchLoader(test, 128, transforms.plain(train.mean, train.std), workers=0)
+    test_transform = attention_recipe.recipe_transforms()[1]
+    loader = BatchLoader(test, 128, test_transform(test.mean, test.std), workers=0)
 
     net = create_gluon("attention56_cifar", num_classes=10)
     net.load_parameters(str(checkpoint))
