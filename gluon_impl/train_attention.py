@@ -15,16 +15,14 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from common import attention_recipe as recipe
-from common.checkpoint import atomic_path, load_gluon_params, save_gluon_params
 from gluon_impl import create_model, list_models
-from gluon_impl.train_upanets import MxboardScalars
+from gluon_impl.session import MxboardScalars, RunFiles
 from gluon_impl.weights import model_shapes
 
 
-class Session(recipe.Session):
+class Session(RunFiles, recipe.Session):
     """The recipe in Gluon: the network hybridized on ``--ctx`` in ``--dtype``, the Trainer's
     ``sgd``/``nag`` stepped with the batch size (per-sample losses)."""
-    weights_ext = optimizer_ext = "params"
 
     def __init__(self, args, num_classes):
         super().__init__(args, num_classes)
@@ -58,33 +56,12 @@ class Session(recipe.Session):
         logits = self.model(self.array(images))
         return float(self.loss(logits, self.array(labels)).sum().asscalar()), logits.asnumpy()
 
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            self.model.save_parameters(tmp)
-
     def load_weights(self, path):
         """Weights from a Gluon, PyTorch or Paddle checkpoint."""
         params = self.model._collect_params_with_prefix()
         state = recipe.read_weights(path, "gluon", model_shapes(self.model))
         for name, p in params.items():
             p.set_data(mx.nd.array(state[name], dtype=p.dtype, ctx=self.ctx))
-
-    def momentum_slots(self):
-        """{parameter name: the index of its state in the Trainer's updater}."""
-        index = {id(p): i for i, p in enumerate(self.trainer._params)}
-        return {name: index[id(p)] for name, p in self.model._collect_params_with_prefix().items()}
-
-    def save_optimizer(self, path):
-        states = self.trainer._updaters[0].states
-        save_gluon_params({name: states[i].asnumpy() for name, i in self.momentum_slots().items()
-                           if states.get(i) is not None}, path)
-
-    def load_optimizer(self, path):
-        updater, saved = self.trainer._updaters[0], load_gluon_params(path)
-        for name, i in self.momentum_slots().items():
-            if name in saved:
-                updater.states[i] = mx.nd.array(saved[name], dtype=saved[name].dtype, ctx=self.ctx)
-                updater.states_synced[i] = True
 
 
 def main(argv=None):

@@ -15,29 +15,13 @@ import numpy as np
 from mxnet import autograd
 
 import gluon_impl.torch_optim  # noqa: F401  (registers 'torchsgd')
-from common import checkpoint, upanets_recipe
-from common.checkpoint import atomic_path
+from common import upanets_recipe
 from gluon_impl import create_model
 from gluon_impl.data import to_ndarrays
+from gluon_impl.session import MxboardScalars, RunFiles
 
 
-class MxboardScalars:
-    """RunLog's scalar writer through mxboard (tensorboard's protobufs clash with MXNet's)."""
-
-    def __init__(self, log_dir):
-        from mxboard import SummaryWriter
-        self._writer = SummaryWriter(logdir=log_dir)
-
-    def scalar(self, tag, value, step):
-        self._writer.add_scalar(tag, value, step)
-
-    def close(self):
-        self._writer.close()
-
-
-class Session:
-    weights_ext = optimizer_ext = "params"
-
+class Session(RunFiles):
     def __init__(self, model, args):
         self.model = model
         self.trainer = mx.gluon.Trainer(model.collect_params(), "torchsgd", {
@@ -58,25 +42,6 @@ class Session:
         x, y = to_ndarrays((images, labels))
         logits = self.model(x)
         return float(self.loss(logits, y).sum().asscalar()), logits.argmax(1).asnumpy().astype(np.int64)
-
-    def save_weights(self, path):
-        with atomic_path(path) as tmp:
-            self.model.save_parameters(tmp)
-
-    def load_weights(self, path):
-        self.model.load_parameters(path)
-
-    def save_optimizer(self, path):
-        states = self.trainer._updaters[0].states
-        checkpoint.save_gluon_params({f"momentum.{i}": s.asnumpy() for i, s in states.items()
-                                      if s is not None}, path)
-
-    def load_optimizer(self, path):
-        updater = self.trainer._updaters[0]
-        for name, value in checkpoint.load_gluon_params(path).items():
-            index = int(name.split(".")[1])
-            updater.states[index] = mx.nd.array(value, dtype=value.dtype)
-            updater.states_synced[index] = True
 
 
 def initialized_model(name, **kwargs):

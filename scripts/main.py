@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import alexnet_recipe, transforms
+from common import alexnet_recipe, attention_recipe, transforms
 from common.data import get_dataset
 from common.san_recipe import SMALL_IMAGE_KERNELS
 from common.loader import BatchLoader
@@ -40,7 +40,8 @@ class Job:
 
 SUITE = (  # each family's native recipe, shortened to two epochs of the embedded dataset
     Job("attention56_cifar", "gluon", "gluon_impl.train_attention", ("pytorch",),
-        ("--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--warmup-epochs", "1")),
+        ("--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--warmup-epochs", "1"),
+        test_transform=attention_recipe.recipe_transforms()[1]),
     Job("alexnet_simam", "paddle", "paddle_impl.train_alexnet", ("pytorch",),
         ("--epochs", "2", "--batch-size", "32"), test_transform=alexnet_recipe.recipe_transforms()[1]),
     Job("upanets16", "pytorch", "pytorch_impl.train_upanets", ("paddle", "gluon"),
