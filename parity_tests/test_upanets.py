@@ -357,12 +357,19 @@ def test_float32_forward_train_mode_and_running_stats(float32_runs, port):
                                 f"{case} {port} {key}")
 
 
-def test_gluon_hybridized_eval_matches_pytorch():
+def test_gluon_hybridized_matches_pytorch():
+    """Hybridized, the Gluon port gives torch's eval logits, and in train mode its logits and
+    the gradients of every parameter (its BatchNorms then update the running variance with
+    MXNet's kernel, see ``gluon_impl/layers.py``, so the train script trains imperatively)."""
     nets = replicas(network_builder(10, 32), np.float64, seed=5)
-    (x, _), = batches(1, 2, 32, 10, seed=6)
+    (x, y), = batches(1, 4, 32, 10, seed=6)
     nets["gluon"].model.hybridize()
     assert_close(nets["gluon"].forward(x, train=False), nets["pytorch"].forward(x, train=False),
                  np.float64, "hybridized gluon eval logits")
+    expected, actual = (nets[name].sgd_steps([(x, y)], total=1)[0] for name in ("pytorch", "gluon"))
+    assert_close(actual["logits"], expected["logits"], np.float64, "hybridized gluon train logits")
+    assert_states_close(by_layer(actual["grads"]), by_layer(expected["grads"]), np.float64,
+                        "hybridized gluon gradient")
 
 
 # --------------------------------------------------------------------------- CPA and SPA alone
