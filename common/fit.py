@@ -6,13 +6,18 @@ A framework-specific *session* does the numerics; :func:`fit` only needs it to h
 * ``train_batch(images, labels, lr, epoch, batch)``: one optimizer step at rate ``lr`` on
   batch ``batch`` of ``epoch`` (numpy arrays; the indices let a recipe draw per-batch mixup
   or seed per-epoch dropout), and ``eval_batch(images, labels)``, without update; each
-  returns ``(summed loss, predicted classes)``;
+  returns ``(summed loss, predicted classes)``; the predictions may rank several classes per
+  image (an N x k array, best first), and fit then also reports top-5 accuracy;
 * ``weights_ext`` and ``save_weights(path)``: the model's weights alone, in the framework's
   native format, written atomically; ``load_weights(path)``;
 * ``optimizer_ext`` and ``save_optimizer(path)`` (atomic) / ``load_optimizer(path)``.
 
 The learning rate comes from ``lr_at(epoch, batch, batches)`` at every step (``batches``:
 the steps of an epoch), so a schedule may change per epoch or per iteration.
+
+In a distributed run (one process per device, each with its share of every batch), every
+process calls :func:`fit` with ``reduce`` (sums an array over the processes, so the metrics
+cover the whole dataset), and only the main one writes the run folder and the log.
 
 The run folder then holds ``model-best.<ext>``, ``model-last.<ext>``, the optimizer state
 ``train-state.<optimizer_ext>``, ``metrics.jsonl`` and ``train-state.json`` (epoch, best
@@ -36,12 +41,14 @@ STATE_FILE = "train-state.json"
 
 class Pass(NamedTuple):
     """One pass over a loader: mean loss, accuracy, the predicted classes, samples per second
-    of the whole pass, and the seconds spent in the session's step (for evaluation: inference)."""
+    of the whole pass, the seconds spent in the session's step (for evaluation: inference),
+    and the top-5 accuracy when the session ranks its predictions."""
     loss: float
     acc: float
     predictions: np.ndarray
     samples_per_s: float
     step_s: float
+    top5: Optional[float] = None
 
 
 class Result(NamedTuple):
@@ -76,11 +83,12 @@ def batches_per_epoch(loader, max_batches):
     return len(loader) if max_batches is None else min(len(loader), max_batches)
 
 
-def run_pass(loader, epoch, step, max_batches, desc):
+def run_pass(loader, epoch, step, max_batches, desc, reduce=None):
     """Run ``step(images, labels, batch) -> (summed loss, predicted classes)`` over the first
-    ``max_batches`` batches of ``loader``'s ``epoch``."""
-    total_loss = correct = seen = 0
-    predictions, step_s = [], 0.0
+    ``max_batches`` batches of ``loader``'s ``epoch``; ``reduce`` sums the pass's totals over
+    the processes of a distributed run."""
+    sums = np.zeros(4)  # summed loss, top-1 hits, top-5 hits, samples
+    predictions, step_s, ranked = [], 0.0, False
     count = batches_per_epoch(loader, max_batches)
     start = time.perf_counter()
     bar = progress(loader.epoch(epoch), count, desc)
@@ -90,21 +98,25 @@ def run_pass(loader, epoch, step, max_batches, desc):
         begin = time.perf_counter()
         loss, predicted = step(images, labels, index)
         step_s += time.perf_counter() - begin
-        predictions.append(predicted)
-        right = int((predicted == labels).sum())
-        total_loss, correct, seen = total_loss + loss, correct + right, seen + len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        ranked = predicted.ndim == 2
+        hits = predicted.reshape(len(labels), -1)[:, :5] == labels[:, None]
+        predictions.append(predicted[:, 0] if ranked else predicted)
+        sums += (loss, hits[:, 0].sum(), hits.any(1).sum(), len(labels))
+        bar.set_postfix(loss=f"{sums[0] / sums[3]:.3f}", acc=f"{sums[1] / sums[3]:.3f}")
     bar.close()
     elapsed = time.perf_counter() - start
+    total_loss, correct, top5, seen = sums if reduce is None else reduce(sums)
     if seen == 0:
         raise ValueError(f"{desc}: no batch to run (dataset smaller than one batch?)")
-    return Pass(total_loss / seen, correct / seen, np.concatenate(predictions), seen / elapsed,
-                step_s)
+    return Pass(total_loss / seen, correct / seen,
+                np.concatenate(predictions) if predictions else np.zeros(0, np.int64),
+                seen / elapsed, step_s, top5 / seen if ranked else None)
 
 
-def evaluate(session, loader, max_batches, desc="test"):
+def evaluate(session, loader, max_batches, desc="test", reduce=None):
     """The session's evaluation over ``loader`` (its first ``max_batches`` batches)."""
-    return run_pass(loader, 0, lambda x, y, _: session.eval_batch(x, y), max_batches, desc)
+    return run_pass(loader, 0, lambda x, y, _: session.eval_batch(x, y), max_batches, desc,
+                    reduce)
 
 
 def save_train_state(path, **state):
@@ -113,11 +125,16 @@ def save_train_state(path, **state):
         json.dump(state, f)
 
 
-def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None):
+def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None, reduce=None,
+        main=True):
     """Train ``session`` for ``args.epochs`` epochs at the rates ``lr_at(epoch, batch,
     batches)``, evaluating on ``test_loader`` after each, or continue the run in ``log.dir``
     with ``args.resume``. ``stop_after``: train at most that many epochs in this call (the
-    schedule still spans ``args.epochs``; ``--resume`` continues). Returns a :class:`Result`."""
+    schedule still spans ``args.epochs``; ``--resume`` continues). Returns a :class:`Result`.
+
+    A distributed run passes ``reduce(array) -> array``, the sum over its processes; its
+    processes other than the main one pass ``main=False``: they train and evaluate in step
+    but write nothing (their ``log`` needs only ``dir``)."""
     paths = run_paths(log.dir, session)
     start, best_acc, best_epoch, last = 0, -1.0, -1, None
     if args.resume:
@@ -133,24 +150,30 @@ def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None):
             session.load_optimizer(paths["optimizer"])
         except (CheckpointError, ConversionError) as e:  # not this model's run, or damaged
             raise SystemExit(f"error: --resume: {e}") from None
-        log.drop_epochs(start)  # metrics of an epoch that was interrupted before its state
-        log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
-                 best_acc, best_epoch)
+        if main:
+            log.drop_epochs(start)  # metrics of an epoch that was interrupted before its state
+            log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
+                     best_acc, best_epoch)
     steps = batches_per_epoch(train_loader, args.max_batches)
     end = args.epochs if stop_after is None else min(args.epochs, start + stop_after)
     for epoch in range(start, end):
         train = run_pass(train_loader, epoch, lambda x, y, b: session.train_batch(
-            x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}")
-        last = evaluate(session, test_loader, args.max_batches, f"test {epoch}")
+            x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}", reduce)
+        last = evaluate(session, test_loader, args.max_batches, f"test {epoch}", reduce)
         if last.acc > best_acc:
             best_acc, best_epoch = last.acc, epoch
-            session.save_weights(paths["best"])
+            if main:
+                session.save_weights(paths["best"])
+        if not main:  # the main process alone writes the run folder
+            continue
         session.save_weights(paths["last"])
         if args.save_period and (epoch + 1) % args.save_period == 0 and epoch + 1 < args.epochs:
             session.save_weights(os.path.join(log.dir, f"model-epoch{epoch}.{session.weights_ext}"))
         session.save_optimizer(paths["optimizer"])
         log.epoch(epoch, lr=lr_at(epoch, steps - 1, steps), train_loss=train.loss,
                   train_acc=train.acc, val_loss=last.loss, val_acc=last.acc,
-                  samples_per_s=train.samples_per_s, best_acc=best_acc, best_epoch=best_epoch)
+                  samples_per_s=train.samples_per_s, best_acc=best_acc, best_epoch=best_epoch,
+                  **{f"{name}_top5": p.top5 for name, p in (("train", train), ("val", last))
+                     if p.top5 is not None})
         save_train_state(paths["state"], epoch=epoch, best_acc=best_acc, best_epoch=best_epoch)
     return Result(best_acc, best_epoch, last)

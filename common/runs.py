@@ -48,15 +48,16 @@ def add_common_args(parser, **defaults):
     return parser
 
 
-def build_loaders(args, train_transform, test_transform, drop_last=True):
+def build_loaders(args, train_transform, test_transform, drop_last=True, loader=BatchLoader):
     """(train dataset, test dataset, train loader, test loader) for the parsed ``args``.
-    ``*_transform(mean, std)`` build the augmentation from the dataset's statistics."""
+    ``*_transform(mean, std)`` build the augmentation from the dataset's statistics;
+    ``loader`` is the :class:`BatchLoader` class (or a subclass) that batches them."""
     train = get_dataset(args.dataset, "train", args.data_dir, args.download)
     test = get_dataset(args.dataset, "test", args.data_dir)
-    train_loader = BatchLoader(train, args.batch_size, train_transform(train.mean, train.std),
-                               shuffle=True, drop_last=drop_last, seed=args.seed, workers=args.workers)
-    test_loader = BatchLoader(test, args.batch_size, test_transform(train.mean, train.std),
-                              seed=args.seed, workers=args.workers)
+    train_loader = loader(train, args.batch_size, train_transform(train.mean, train.std),
+                          shuffle=True, drop_last=drop_last, seed=args.seed, workers=args.workers)
+    test_loader = loader(test, args.batch_size, test_transform(train.mean, train.std),
+                         seed=args.seed, workers=args.workers)
     return train, test, train_loader, test_loader
 
 

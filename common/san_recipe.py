@@ -1,22 +1,28 @@
 """The SAN training recipe shared by ``pytorch_impl.train_san`` and ``paddle_impl.train_san``
-(framework-free): flags and YAML configs, the input-size check, and data loaders that split
-every global batch between ``torchrun`` processes.
+(framework-free): flags and YAML configs, the input-size check, data loaders that split
+every global batch between ``torchrun`` processes, the session written once for both
+frameworks, and the whole run of a script (:func:`train`, on :func:`common.fit.fit`).
 
 The recipe is that of hszhao/SAN: SGD (momentum 0.9, weight decay 1e-4), learning rate 0.1
 with a cosine decay per epoch, label smoothing 0.1, random-resized-crop 224 and flip, resize
-256 and centre crop for validation; at 32x32 (digits, CIFAR) the last two stages see 2x2
-and 1x1 maps, where the reflection padding of a 7x7 window is undefined, so the default
-kernels there are (3, 3, 3, 3, 1).
+256 and centre crop for validation, top-1 and top-5 accuracy; at 32x32 (digits, CIFAR) the
+last two stages see 2x2 and 1x1 maps, where the reflection padding of a 7x7 window is
+undefined, so the default kernels there are (3, 3, 3, 3, 1).
 """
 import argparse
+import functools
+import math
+import types
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import yaml
 
-from . import transforms
-from .data import get_dataset
+from . import runs, transforms
+from .fit import check_resume, fit
+from .labels import one_hot, smooth_uniform
 from .loader import BatchLoader
-from .runs import add_common_args, cifar_transforms, parse
+from .schedules import cosine_lr
 
 SAN_MODELS = tuple(f"san{d}_{t}" for d in (10, 15, 19) for t in ("pairwise", "patchwise"))
 SMALL_IMAGE_KERNELS = (3, 3, 3, 3, 1)
@@ -38,7 +44,8 @@ def build_parser(description):
                         help="training crop of image-folder datasets (default 224)")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
-    add_common_args(parser, lr=0.1, batch_size=64, wd=1e-4)
+    # model-last is written every epoch; further copies only on request
+    runs.add_common_args(parser, lr=0.1, batch_size=64, wd=1e-4, save_period=0)
     return parser
 
 
@@ -55,7 +62,7 @@ def parse_args(description, argv=None):
         if unknown:
             parser.error(f"--config {first.config}: unknown keys {', '.join(unknown)}")
         parser.set_defaults(**config)
-    args = parse(parser, argv)
+    args = runs.parse(parser, argv)
     if args.dataset in IMAGE_FOLDER_DATASETS:
         args.image_size = args.image_size or 224
     elif args.image_size not in (None, 32):
@@ -84,46 +91,150 @@ def input_size_problem(kernels, size):
 
 
 class ShardLoader(BatchLoader):
-    """Process ``rank``'s share of every global batch of a :class:`BatchLoader` with
-    ``world`` processes: global batch b holds the same images as in one process, split in
-    ``world`` consecutive parts, part ``rank`` here."""
+    """Process ``rank``'s share of every batch of a :class:`BatchLoader` of ``global_batch``
+    images run by ``world`` processes: global batch b holds the images it holds in one
+    process, cut in ``world`` consecutive parts of ``global_batch / world``, and part
+    ``rank`` is here. A short last batch (without ``drop_last``) fills the first parts, so
+    every image is seen once; a process whose part of it is empty has one batch fewer."""
 
-    def __init__(self, dataset, global_batch, transform, rank, world, **kw):
+    def __init__(self, dataset, global_batch, transform, rank=0, world=1, **kw):
         super().__init__(dataset, global_batch // world, transform, **kw)
         self.global_batch, self.rank, self.world = global_batch, rank, world
 
+    def mine(self):
+        """Which places of the one-process order of an epoch are this process's."""
+        place = np.arange(len(self.dataset))
+        mine = place % self.global_batch // self.batch_size == self.rank
+        if self.drop_last:
+            mine &= place < len(self.dataset) // self.global_batch * self.global_batch
+        return mine
+
     def __len__(self):
-        n = len(self.dataset)
-        return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
+        return -(-int(self.mine().sum()) // self.batch_size)
 
     def order(self, epoch):
-        order = super().order(epoch)
-        padded = len(self) * self.global_batch
-        if padded > len(order):  # last short batch: repeat the start so every rank has work
-            order = np.concatenate([order, order[:padded - len(order)]])
-        batches = order[:padded].reshape(len(self), self.world, self.batch_size)
-        return batches[:, self.rank].reshape(-1)
+        return super().order(epoch)[self.mine()]
 
 
-def build_loaders(args, rank, world):
-    train = get_dataset(args.dataset, "train", args.data_dir, args.download)
-    test = get_dataset(args.dataset, "test", args.data_dir)
-    if args.dataset in IMAGE_FOLDER_DATASETS:
-        size = args.image_size
-        train_tf = transforms.imagenet_train(train.mean, train.std, size)
-        test_tf = transforms.imagenet_test(train.mean, train.std, size, round(size * 256 / 224))
-    else:
-        make_train, make_test = cifar_transforms()
-        train_tf, test_tf = make_train(train.mean, train.std), make_test(train.mean, train.std)
-    if args.batch_size % world:
-        raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the {world} processes")
-    train_loader = ShardLoader(train, args.batch_size, train_tf, rank, world, shuffle=True,
-                               drop_last=True, seed=args.seed, workers=args.workers)
-    test_loader = ShardLoader(test, args.batch_size, test_tf, rank, world, seed=args.seed,
-                              workers=args.workers)
+def recipe_transforms(args):
+    """(train, test) transform builders: random-resized-crop and flip / resize and centre
+    crop on image folders, the CIFAR recipe at 32x32."""
+    if args.dataset not in IMAGE_FOLDER_DATASETS:
+        return runs.cifar_transforms()
+    size = args.image_size
+    return (lambda mean, std: transforms.imagenet_train(mean, std, size),
+            lambda mean, std: transforms.imagenet_test(mean, std, size, round(size * 256 / 224)))
+
+
+class Processes(NamedTuple):
+    """Where a run executes: this process's ``rank`` among ``world`` (``torchrun``), its
+    device (named in the log), and ``all_reduce(array) -> array``, the sum over the
+    processes (None in a single process)."""
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+    all_reduce: Optional[Callable] = None
+
+
+def build_loaders(args, processes):
+    """(train set, test set, train loader, test loader) of this process: its share of
+    every global batch of ``--batch-size`` images."""
+    if args.batch_size % processes.world:
+        raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the "
+                         f"{processes.world} processes")
+    shard = functools.partial(ShardLoader, rank=processes.rank, world=processes.world)
+    train_set, test, train_loader, test_loader = runs.build_loaders(
+        args, *recipe_transforms(args), loader=shard)
     if len(train_loader) == 0:
-        raise SystemExit(f"{args.dataset} has {len(train)} training images, fewer than one batch "
-                         f"of {args.batch_size}")
-    return train, test, train_loader, test_loader
+        raise SystemExit(f"{args.dataset} has {len(train_set)} training images, fewer than one "
+                         f"batch of {args.batch_size}")
+    if len(test_loader) == 0:
+        raise SystemExit(f"{args.dataset} has {len(test)} test images, none for process "
+                         f"{processes.rank} of {processes.world} (a share of {test_loader.batch_size})")
+    return train_set, test, train_loader, test_loader
 
 
+def lr_at(args):
+    """The rate of every batch of an epoch: cosine decay from ``args.lr`` over the epochs."""
+    return lambda epoch, batch, batches: cosine_lr(epoch, args.lr, args.epochs)
+
+
+def ranked_classes(logits, k=5):
+    """The ``k`` most likely classes of every row of ``logits``, best first (N x k)."""
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
+
+
+class Session:
+    """SAN's recipe as a :func:`common.fit.fit` session, written once for both frameworks:
+    a training step of the recipe's SGD on the cross-entropy against targets smoothed by
+    ``--label-smoothing``, an evaluation by the plain cross-entropy, and the five best
+    classes of every image as predictions (fit reports top-1 and top-5 accuracy). A training
+    loss that is not finite ends the run with a clear message.
+
+    A framework's subclass names ``tensor(array)`` (on its device), ``numpy(tensor)``,
+    ``no_grad()``, ``make_optimizer(model, args)``, ``train_step(model, optimizer, images,
+    targets, lr) -> (loss, logits)`` and ``loss(logits, targets)`` (batch mean of the
+    cross-entropy against dense targets), has fit's checkpoint methods, and may override
+    :meth:`place`. ``model`` holds the weights (checkpoints), ``net`` runs them."""
+
+    def __init__(self, model, args, num_classes, processes):
+        self.model, self.args, self.num_classes = model, args, num_classes
+        self.net = self.place(model, processes)
+        self.optimizer = self.make_optimizer(model, args)
+
+    def place(self, model, processes):
+        """The module that runs ``model``: itself here; a framework moves it to
+        ``processes.device`` and wraps it for data parallelism when ``processes.world`` > 1."""
+        return model
+
+    def train_batch(self, images, labels, lr, epoch, batch):
+        targets = smooth_uniform(labels, self.num_classes, self.args.label_smoothing)
+        self.net.train()
+        loss, logits = self.train_step(self.net, self.optimizer, self.tensor(images),
+                                       self.tensor(targets), lr)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise SystemExit(f"epoch {epoch}, batch {batch}: the loss is not finite (lower --lr?)")
+        return loss * len(labels), ranked_classes(self.numpy(logits))
+
+    def eval_batch(self, images, labels):
+        self.net.eval()
+        with self.no_grad():
+            logits = self.net(self.tensor(images))
+            loss = self.loss(logits, self.tensor(one_hot(labels, self.num_classes)))
+        return float(loss) * len(labels), ranked_classes(self.numpy(logits))
+
+
+def quiet_log(log_dir):
+    """The log of a process other than the main one: the run folder's path, and silence."""
+    return types.SimpleNamespace(dir=log_dir, info=lambda *_: None, close=lambda: None)
+
+
+def train(framework, args, create_model, Session, seed, count_parameters, processes=Processes()):
+    """The whole run of a SAN train script in this process of ``processes``, with the
+    parsed ``args``: seed the framework (``seed(n)``), build this process's loaders and
+    ``create_model(name, **kwargs)``, and :func:`common.fit.fit` the framework's ``Session``
+    (a subclass of :class:`Session`); the main process (rank 0) alone writes the run folder.
+    ``count_parameters(model)`` gives the count for the log. Returns the best accuracy."""
+    name = f"{framework}-{args.model}"
+    log_dir = runs.default_log_dir(args, name)
+    if args.resume:
+        check_resume(log_dir, Session)  # fail before loading data
+    seed(args.seed)
+    train_set, test, train_loader, test_loader = build_loaders(args, processes)
+    model = create_model(args.model, num_classes=train_set.num_classes, layers=args.layers,
+                         kernels=args.kernels)
+    session = Session(model, args, train_set.num_classes, processes)
+    main = processes.rank == 0
+    log = runs.RunLog(log_dir, name, resume=args.resume) if main else quiet_log(log_dir)
+    try:
+        log.info("%s %s on %s (%d train / %d test images, %d classes), %d process(es) on %s, "
+                 "%d parameters, run folder %s", framework, args.model, args.dataset,
+                 len(train_set), len(test), train_set.num_classes, processes.world,
+                 processes.device, count_parameters(model), log_dir)
+        result = fit(args, log, session, train_loader, test_loader, lr_at(args),
+                     reduce=processes.all_reduce, main=main)
+        log.info("best val_acc %.4f at epoch %d", result.best_acc, result.best_epoch)
+    finally:
+        log.close()
+    return result.best_acc
