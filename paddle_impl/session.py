@@ -1,6 +1,7 @@
-"""What a Paddle train session (see ``common/fit.py``) writes to and reads from its run
-folder: the model's weights alone (``.pdparams``) and the optimizer state (``.pdopt``, under
-the parameters' structural names: :mod:`paddle_impl.optim_state`)."""
+"""The pieces of a Paddle train session (see ``common/fit.py``): what it writes to and reads
+from its run folder (the model's weights alone, ``.pdparams``, and the optimizer state,
+``.pdopt``, under the parameters' structural names: :mod:`paddle_impl.optim_state`), and the
+soft-target step of the recipes that train with dense (smoothed, mixed) targets."""
 import paddle
 
 from common.checkpoint import atomic_path, load_pdparams
@@ -27,3 +28,28 @@ class RunFiles:
 
     def load_optimizer(self, path):
         optim_state.load(self.model, self.optimizer, path)
+
+
+def soft_cross_entropy(logits, targets):
+    """Batch mean of ``sum(-targets * log_softmax(logits))``; with
+    :func:`common.labels.smooth_uniform` targets it is the recipe's label-smoothing loss
+    ``(1 - e) * nll + e * mean_k(-log p_k)``.
+
+    The log-probabilities are ``logits - logsumexp(logits)``: Paddle's CPU
+    ``F.log_softmax`` (3.3.1) clips ``logits - max`` at -64, which changes the loss and its
+    gradient once the logits of a row spread wider than 64 (it happens in the first
+    iterations with Paddle's default initialisation)."""
+    log_p = logits - paddle.logsumexp(logits, axis=1, keepdim=True)
+    return -(targets * log_p).sum(axis=1).mean()
+
+
+def train_step(model, optimizer, images, targets, lr):
+    """One step of ``optimizer`` at learning rate ``lr`` on the soft-target loss; returns
+    (loss, logits)."""
+    optimizer.set_lr(lr)
+    logits = model(images)
+    loss = soft_cross_entropy(logits, targets)
+    loss.backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    return loss, logits

@@ -16,7 +16,7 @@ import paddle
 from common import alexnet_recipe
 from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
 from paddle_impl import create_model
-from paddle_impl.session import RunFiles
+from paddle_impl.session import RunFiles, soft_cross_entropy, train_step
 
 FRAMEWORK = "paddle"
 
@@ -25,33 +25,9 @@ def parse_args(argv=None):
     return alexnet_recipe.parse_args(__doc__.split("\n\n")[0], argv)
 
 
-def soft_cross_entropy(logits, targets):
-    """Batch mean of ``sum(-targets * log_softmax(logits))``; with
-    :func:`common.labels.smooth_uniform` targets it is the recipe's label-smoothing loss
-    ``(1 - e) * nll + e * mean_k(-log p_k)``.
-
-    The log-probabilities are ``logits - logsumexp(logits)``: Paddle's CPU
-    ``F.log_softmax`` (3.3.1) clips ``logits - max`` at -64, which changes the loss and its
-    gradient once the logits of a row spread wider than 64 (it happens in the first
-    iterations with Paddle's default initialisation)."""
-    log_p = logits - paddle.logsumexp(logits, axis=1, keepdim=True)
-    return -(targets * log_p).sum(axis=1).mean()
-
-
 def make_optimizer(model, lr, wd):
     """The recipe's Adam: ``weight_decay=float`` is coupled L2 (added to the gradient)."""
     return paddle.optimizer.Adam(learning_rate=lr, parameters=model.parameters(), weight_decay=wd)
-
-
-def train_step(model, optimizer, images, targets, lr):
-    """One Adam step at learning rate ``lr``; returns (loss, logits)."""
-    optimizer.set_lr(lr)
-    logits = model(images)
-    loss = soft_cross_entropy(logits, targets)
-    loss.backward()
-    optimizer.step()
-    optimizer.clear_grad()
-    return loss, logits
 
 
 class Session(RunFiles, alexnet_recipe.Session):

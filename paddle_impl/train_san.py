@@ -14,8 +14,7 @@ import paddle
 
 from common import san_recipe
 from paddle_impl import create_model
-from paddle_impl.session import RunFiles
-from paddle_impl.train_alexnet import soft_cross_entropy, train_step
+from paddle_impl.session import RunFiles, soft_cross_entropy, train_step
 
 
 def make_optimizer(model, args):

@@ -13,12 +13,11 @@ reads), ``train.log``, ``metrics.jsonl``, TensorBoard scalars, and at the end
 ``learning-curves.png`` and ``predictions.png``.
 """
 import torch
-import torch.nn.functional as F
 
 from common import alexnet_recipe
 from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
 from pytorch_impl import create_model
-from pytorch_impl.session import RunFiles
+from pytorch_impl.session import RunFiles, soft_cross_entropy, train_step
 
 FRAMEWORK = "pytorch"
 
@@ -27,28 +26,9 @@ def parse_args(argv=None):
     return alexnet_recipe.parse_args(__doc__.split("\n\n")[0], argv)
 
 
-def soft_cross_entropy(logits, targets):
-    """Batch mean of ``sum(-targets * log_softmax(logits))``; with
-    :func:`common.labels.smooth_uniform` targets it is the recipe's label-smoothing loss
-    (= ``F.cross_entropy(label_smoothing=e)``)."""
-    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
 def make_optimizer(model, lr, wd):
     """Adam with coupled L2 weight decay, as Paddle's ``Adam(weight_decay=float)``."""
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
-
-
-def train_step(model, optimizer, images, targets, lr):
-    """One Adam step at learning rate ``lr``; returns (loss, logits)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    logits = model(images)
-    loss = soft_cross_entropy(logits, targets)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), logits.detach()
 
 
 class Session(RunFiles, alexnet_recipe.Session):

@@ -24,8 +24,7 @@ import torch.distributed as dist
 
 from common import san_recipe
 from pytorch_impl import create_model
-from pytorch_impl.session import RunFiles
-from pytorch_impl.train_alexnet import soft_cross_entropy, train_step
+from pytorch_impl.session import RunFiles, soft_cross_entropy, train_step
 
 
 class Session(RunFiles, san_recipe.Session):
