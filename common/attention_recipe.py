@@ -198,10 +198,11 @@ def train(framework, argv, Session, models, board=None, add_args=None):
     if board is not None:
         log.board = board(log_dir)
     try:
-        log.info("%s %s on %s (%d train / %d test images), %s; mixup in the first %d epochs: %s",
+        mixed = sum(map(session.targets.mixing, range(args.epochs)))
+        log.info("%s %s on %s (%d train / %d test images), %s, %s: %s",
                  framework, args.model, args.dataset, len(train_set), len(test_set),
                  "resuming" if args.resume else "start",
-                 sum(map(session.targets.mixing, range(args.epochs))), vars(args))
+                 f"mixup in the first {mixed} epochs" if mixed else "no mixup", vars(args))
         result = fit(args, log, session, train_loader, test_loader, lr_at(args), args.stop_after)
         log.info("done: best val_acc %.4f at epoch %d; run folder %s", result.best_acc,
                  result.best_epoch, os.path.abspath(log_dir))

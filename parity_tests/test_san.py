@@ -83,15 +83,17 @@ def images(dtype, seed=0, n=2):
 
 
 # --------------------------------------------------------------------------- operators
+@pytest.mark.parametrize("dtype", (np.float64, np.float32))
 @pytest.mark.parametrize("pad_mode", (0, 1))
 @pytest.mark.parametrize("geometry", [(3, 1, 1, 1, 5, 6), (5, 2, 2, 4, 7, 8)])
-def test_operators_forward_and_backward(geometry, pad_mode):
+def test_operators_forward_and_backward(geometry, pad_mode, dtype):
     k, s, d, p, h, w = geometry
     rng = np.random.default_rng(0)
     oh, ow = torch_ops.output_size(h, k, s, p, d), torch_ops.output_size(w, k, s, p, d)
-    x1, x2 = rng.standard_normal((2, 2, 4, h, w))
-    weight = rng.standard_normal((2, 2, k * k, oh * ow))
-    g_agg, g_sub = rng.standard_normal((2, 4, oh, ow)), rng.standard_normal((2, 4, k * k, oh * ow))
+    x1, x2 = rng.standard_normal((2, 2, 4, h, w)).astype(dtype)
+    weight = rng.standard_normal((2, 2, k * k, oh * ow)).astype(dtype)
+    g_agg = rng.standard_normal((2, 4, oh, ow)).astype(dtype)
+    g_sub = rng.standard_normal((2, 4, k * k, oh * ow)).astype(dtype)
     t = [torch.tensor(a, requires_grad=True) for a in (x1, x2, weight)]
     q = [paddle.to_tensor(a, stop_gradient=False) for a in (x1, x2, weight)]
     outs = []
@@ -104,7 +106,7 @@ def test_operators_forward_and_backward(geometry, pad_mode):
         outs.append([y_agg, y_sub2, y_sub, a.grad, b.grad, c.grad])
     names = ("aggregation", "subtraction2", "subtraction", "grad x1", "grad x2", "grad weight")
     for name, a, b in zip(names, *outs):
-        assert_close(b, a, np.float64, name)
+        assert_close(b, a, dtype, name)
 
 
 # --------------------------------------------------------------------------- conversion

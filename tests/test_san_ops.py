@@ -1,5 +1,6 @@
 """SAN's operators (pytorch_impl.san_ops) against a loop-by-loop reference written from the
-operator definitions (the reference's CUDA kernels), values and gradients, in float64."""
+operator definitions (the reference's CUDA kernels), values and gradients, in float64, on the
+CPU and, where there is one, on a CUDA device."""
 import itertools
 
 import numpy as np
@@ -14,6 +15,8 @@ from pytorch_impl.san_ops import aggregation, output_size, subtraction, subtract
 GEOMETRIES = [(3, 1, 1, 1, 5, 5), (3, 2, 1, 1, 7, 5), (3, 1, 2, 2, 6, 7), (5, 2, 2, 4, 7, 8),
               (3, 2, 1, 0, 5, 6)]
 CASES = list(itertools.product(GEOMETRIES, (0, 1)))
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine"))]
 
 
 def _source(i, size, pad_mode):
@@ -62,15 +65,16 @@ def _inputs(geometry, seed, c=4, c_w=2):
     return x, x2, weight
 
 
-def _t(a):
-    return torch.tensor(a, dtype=torch.float64, requires_grad=True)
+def _t(a, device="cpu"):
+    return torch.tensor(a, dtype=torch.float64, device=device, requires_grad=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("geometry,pad_mode", CASES)
-def test_aggregation_values_and_gradients(geometry, pad_mode):
+def test_aggregation_values_and_gradients(geometry, pad_mode, device):
     k, s, d, p, _, _ = geometry
     x, _, w = _inputs(geometry, 1)
-    xt, wt = _t(x), _t(w)
+    xt, wt = _t(x, device), _t(w, device)
     y = aggregation(xt, wt, k, s, p, d, pad_mode)
     assert_close(y, loop_aggregation(x, w, k, s, p, d, pad_mode), np.float64, "aggregation")
     # the forward equals the loop reference, so gradcheck's finite differences of it check
@@ -79,22 +83,24 @@ def test_aggregation_values_and_gradients(geometry, pad_mode):
                                     fast_mode=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("geometry,pad_mode", CASES)
-def test_subtraction2_values_and_gradients(geometry, pad_mode):
+def test_subtraction2_values_and_gradients(geometry, pad_mode, device):
     k, s, d, p, _, _ = geometry
     x1, x2, _ = _inputs(geometry, 2)
-    a, b = _t(x1), _t(x2)
+    a, b = _t(x1, device), _t(x2, device)
     y = subtraction2(a, b, k, s, p, d, pad_mode)
     assert_close(y, loop_subtraction2(x1, x2, k, s, p, d, pad_mode), np.float64, "subtraction2")
     assert torch.autograd.gradcheck(lambda u, v: subtraction2(u, v, k, s, p, d, pad_mode), (a, b),
                                     fast_mode=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("geometry,pad_mode", CASES)
-def test_subtraction_values_and_gradients(geometry, pad_mode):
+def test_subtraction_values_and_gradients(geometry, pad_mode, device):
     k, s, d, p, _, _ = geometry
     x, _, _ = _inputs(geometry, 3)
-    xt = _t(x)
+    xt = _t(x, device)
     y = subtraction(xt, k, s, p, d, pad_mode)
     assert_close(y, loop_subtraction2(x, x, k, s, p, d, pad_mode), np.float64, "subtraction")
     assert torch.autograd.gradcheck(lambda u: subtraction(u, k, s, p, d, pad_mode), (xt,), fast_mode=True)
