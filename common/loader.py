@@ -1,8 +1,10 @@
 """Seeded mini-batches: the same (seed, epoch) gives the same batches, bit for bit.
 
-The order of an epoch comes from ``default_rng([seed, epoch])`` and the augmentation of
-batch ``b`` from ``default_rng([seed, epoch, b])``, so batches can be built in parallel
-threads, and a run resumed at epoch ``e`` sees exactly the batches it would have seen.
+The order of an epoch comes from ``default_rng([seed, epoch])`` and the augmentation of the
+image at place ``p`` of that order from ``default_rng([seed, epoch, p])``, so batches can be
+built in parallel threads, a run resumed at epoch ``e`` sees exactly the batches it would
+have seen, and a process that takes a share of every batch (a distributed run) augments its
+images exactly as one process would.
 Batches are numpy arrays (N x 3 x H x W float32 images, N int64 labels); the adapters in
 each ``*_impl.data`` module turn them into that framework's tensors.
 """
@@ -35,25 +37,31 @@ class BatchLoader:
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
             else np.arange(n)
 
-    def batch(self, epoch, index, order=None):
+    def places(self, epoch):
+        """The place of each image of :meth:`order` in the epoch's one-process order."""
+        return np.arange(len(self.dataset))
+
+    def batch(self, epoch, index, order=None, places=None):
         """Batch ``index`` of ``epoch`` as (images, labels)."""
         order = self.order(epoch) if order is None else order
-        picked = order[index * self.batch_size:(index + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, epoch, index])
-        images = np.stack([self.transform(self.dataset.images[i], rng) for i in picked])
-        return images, self.dataset.labels[picked]
+        places = self.places(epoch) if places is None else places
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        images = np.stack([self.transform(self.dataset.images[i],
+                                          np.random.default_rng([self.seed, epoch, place]))
+                           for i, place in zip(order[part], places[part])])
+        return images, self.dataset.labels[order[part]]
 
     def epoch(self, epoch):
         """Iterate over the batches of ``epoch``."""
-        order = self.order(epoch)
+        plan = self.order(epoch), self.places(epoch)
         if self.workers <= 0:
             for b in range(len(self)):
-                yield self.batch(epoch, b, order)
+                yield self.batch(epoch, b, *plan)
             return
         with ThreadPoolExecutor(self.workers) as pool:
             pending = deque()
             for b in range(len(self)):
-                pending.append(pool.submit(self.batch, epoch, b, order))
+                pending.append(pool.submit(self.batch, epoch, b, *plan))
                 if len(pending) > 2 * self.workers:
                     yield pending.popleft().result()
             while pending:

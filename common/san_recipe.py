@@ -95,7 +95,8 @@ class ShardLoader(BatchLoader):
     images run by ``world`` processes: global batch b holds the images it holds in one
     process, cut in ``world`` consecutive parts of ``global_batch / world``, and part
     ``rank`` is here. A short last batch (without ``drop_last``) fills the first parts, so
-    every image is seen once; a process whose part of it is empty has one batch fewer."""
+    every image is seen once; a process whose part of it is empty has one batch fewer. Each
+    image is augmented as in one process (its random draws belong to its place)."""
 
     def __init__(self, dataset, global_batch, transform, rank=0, world=1, **kw):
         super().__init__(dataset, global_batch // world, transform, **kw)
@@ -114,6 +115,9 @@ class ShardLoader(BatchLoader):
 
     def order(self, epoch):
         return super().order(epoch)[self.mine()]
+
+    def places(self, epoch):
+        return np.flatnonzero(self.mine())
 
 
 def recipe_transforms(args):

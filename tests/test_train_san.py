@@ -160,26 +160,30 @@ def test_two_process_cpu_ddp_on_an_image_folder_resumes_exactly(tmp_path):
 @pytest.mark.parametrize("world", [1, 2, 4])
 def test_processes_share_every_batch_of_one_process(world, drop_last):
     """Global batch b of ``world`` processes holds the images of batch b in one process,
-    in order, each once; a short last batch fills the first processes' parts."""
+    in order, each once and augmented alike; a short last batch fills the first processes'
+    parts."""
     class Numbers:
         images = labels = np.arange(10)
 
         def __len__(self):
             return 10
 
-    def loader(cls, **kw):
-        return cls(Numbers(), 4, lambda image, rng: image, shuffle=True, drop_last=drop_last,
-                   seed=3, workers=0, **kw)
+    def loader(cls, **kw):  # an "augmentation" that adds a random draw to the image
+        return cls(Numbers(), 4, lambda image, rng: image + rng.random(), shuffle=True,
+                   drop_last=drop_last, seed=3, workers=0, **kw)
 
-    one = [labels for _, labels in loader(BatchLoader).epoch(5)]
+    one = list(loader(BatchLoader).epoch(5))
     shards = [list(loader(ShardLoader, rank=r, world=world).epoch(5)) for r in range(world)]
     assert [len(s) for s in shards] == [len(loader(ShardLoader, rank=r, world=world))
                                         for r in range(world)]
-    for b, expected in enumerate(one):
+    for b, (images, labels) in enumerate(one):
         parts = [s[b] for s in shards if b < len(s)]
-        assert np.array_equal(np.concatenate([images for images, _ in parts]), expected)
-        assert all(len(images) == 4 // world for images, _ in parts[:-1])
-    assert sum(len(images) for s in shards for images, _ in s) == (8 if drop_last else 10)
+        assert np.array_equal(np.concatenate([part_labels for _, part_labels in parts]), labels)
+        assert np.array_equal(np.concatenate([part_images for part_images, _ in parts]), images)
+        assert all(len(part_labels) == 4 // world for _, part_labels in parts[:-1])
+    assert sum(len(labels) for s in shards for _, labels in s) == (8 if drop_last else 10)
+    assert len({round(float(x - int(x)), 12) for images, _ in one for x in images}) == len(
+        [x for images, _ in one for x in images]), "every image draws its own augmentation"
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "pytorch_impl" / "configs").glob("san*.yaml")),
