@@ -409,6 +409,21 @@ def test_spa_alone(dtype):
         assert_close(nets[port].forward(x, train=False), expected, dtype, f"SPA {port}")
 
 
+@pytest.mark.parametrize("port", PORTS)
+def test_layer_norm_float32_on_uncentred_activations(port):
+    """The ports' layer norm over (C, H, W) in float32, on activations whose mean is large
+    against their spread (where a one-pass variance loses digits: Paddle's kernel is 12.8
+    float32 tolerances off there), against torch's float64 layer norm of the same values."""
+    x = (np.random.default_rng(14).standard_normal((4, 16, 32, 32)) * 0.1 + 10).astype(np.float32)
+    expected = TF.layer_norm(torch.from_numpy(x).double(), x.shape[1:]).numpy()
+    if port == "paddle":
+        actual = paddle_upanets.layer_norm_chw(paddle.to_tensor(x)).numpy()
+    else:
+        actual = gluon_upanets.layer_norm_chw(mx.nd, mx.nd.array(x)).asnumpy()
+    assert actual.dtype == np.float32
+    assert_close(actual, expected, np.float32, f"{port} layer norm")
+
+
 def test_cpa_gradients_with_respect_to_its_inputs():
     """Gradients of a CPA (train mode, stride 2, shortcut) with respect to x and sc_x."""
     nets = replicas(lambda fw: (lambda: MODULES[fw].CPA(4, 6, 2, False)), np.float64, seed=11)
