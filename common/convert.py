@@ -18,7 +18,16 @@ unambiguous in that direction (Paddle's only 2-D ``weight`` tensors are Linear w
 ``from_canonical`` maps back onto the names of a target model (its ``{name: shape}``): a
 canonical ``weight`` becomes ``gamma`` only where the Gluon model has a ``gamma``, and is
 transposed only where the Paddle model has a 2-D ``weight``.
+
+One more rule reads this project's own older checkpoints: before 0.2 the Residual Attention
+modules had names of their own, which :func:`upgrade_names` maps onto the original Gluon
+code's (``features.N.trunk.`` -> ``features.N.trunk_branch.``, ``features.N.mask.`` ->
+``features.N.mask_branch.``, and inside the mask branch ``down_units_k``, ``skip_k``,
+``up_units_k`` -> ``down_res_unit_k``, ``skip_connection_k``, ``up_res_unit_k``). No other
+model has a name of that form, so the rule applies to every checkpoint read.
 """
+import re
+
 import numpy as np
 
 FRAMEWORKS = ("gluon", "paddle", "pytorch")
@@ -29,6 +38,29 @@ _RENAMES = {
     "pytorch": {},
 }
 _DROPPED = {"pytorch": ("num_batches_tracked",)}
+
+
+_OLD_ATTENTION_BRANCH = re.compile(r"^(features\.\d+\.)(trunk|mask)\.")
+_OLD_MASK_UNITS = re.compile(r"^(down_units|skip|up_units)_(\d+)\.")
+_MASK_UNIT_NAMES = {"down_units": "down_res_unit", "skip": "skip_connection", "up_units": "up_res_unit"}
+
+
+def upgrade_name(name):
+    """A parameter name of this project's Residual Attention modules before 0.2 -> the
+    original code's name (see the module docstring); any other name is returned as it is."""
+    match = _OLD_ATTENTION_BRANCH.match(name)
+    if match is None:
+        return name
+    prefix, branch = match.groups()
+    rest = name[match.end():]
+    if branch == "mask":
+        rest = _OLD_MASK_UNITS.sub(lambda m: f"{_MASK_UNIT_NAMES[m[1]]}_{m[2]}.", rest)
+    return f"{prefix}{branch}_branch.{rest}"
+
+
+def upgrade_names(state):
+    """``state`` with :func:`upgrade_name` applied to every name (same values, same order)."""
+    return {upgrade_name(name): value for name, value in state.items()}
 
 
 class ConversionError(ValueError):

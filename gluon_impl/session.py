@@ -4,6 +4,7 @@ and its dashboard scalars, through mxboard."""
 import mxnet as mx
 
 from common.checkpoint import atomic_path, load_gluon_params, save_gluon_params
+from common.convert import upgrade_names
 
 
 class RunFiles:
@@ -29,7 +30,7 @@ class RunFiles:
                            if states.get(i) is not None}, path)
 
     def load_optimizer(self, path):
-        updater, saved = self.trainer._updaters[0], load_gluon_params(path)
+        updater, saved = self.trainer._updaters[0], upgrade_names(load_gluon_params(path))
         for name, i in self.momentum_slots().items():
             if name in saved:
                 updater.states[i] = mx.nd.array(saved[name], dtype=saved[name].dtype, ctx=self.ctx)

@@ -189,10 +189,10 @@ def test_modules_train_mode_float32(kind, stage, size):
     gradient tests hold the semantics.)"""
     width = 128
     if kind == "unit":
-        net, model = gluon_attention.PreActBottleneck(32, width, 2), torch_attention.PreActBottleneck(32, width, 2)
+        net, model = gluon_attention.BottleneckV2(32, width, 2), torch_attention.BottleneckV2(32, width, 2)
     else:
-        net = gluon_attention.AttentionModule(width, stage, 1, 2, 1)
-        model = torch_attention.AttentionModule(width, stage, 1, 2, 1)
+        net = gluon_attention.AttentionBlock(width, stage, 1, 2, 1)
+        model = torch_attention.AttentionBlock(width, stage, 1, 2, 1)
     mx.random.seed(7)
     net.initialize(mx.init.MSRAPrelu())
     perturb_norms(net, 7)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from common.checkpoint import atomic_path
-from common.convert import match_state
+from common.convert import match_state, upgrade_names
 from pytorch_impl.weights import model_shapes
 
 
@@ -19,7 +19,7 @@ class RunFiles:
             torch.save(self.model.state_dict(), tmp)
 
     def load_weights(self, path):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = upgrade_names(torch.load(path, map_location="cpu", weights_only=True))
         match_state(state, model_shapes(self.model), path)
         self.model.load_state_dict(state)
 

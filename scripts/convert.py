@@ -1,6 +1,6 @@
 """Convert model checkpoints between MXNet Gluon, PaddlePaddle, PyTorch and safetensors.
 
-    python -m scripts.convert SRC DST [--model NAME] [--from FW] [--to FW] [--check]
+    python -m scripts.convert SRC DST [--model NAME] [--from FW] [--to FW] [--check [RTOL]]
 
 Frameworks come from the extensions (``.params`` Gluon, ``.pdparams`` Paddle, ``.pt``/``.pth``
 PyTorch, ``.safetensors`` framework-neutral with PyTorch names and layouts) or from
@@ -9,9 +9,11 @@ training checkpoints, ``module.``-prefixed names, Gluon ``save_parameters`` file
 ``arg:``/``aux:`` files of ``export``. Without ``--model`` the tensors must identify exactly
 one registered model. Nothing is unpickled beyond plain containers and arrays; every source
 tensor must fill a target tensor of the same shape, or nothing is written; DST is written
-atomically and an existing one is kept unless ``--force``.
+atomically and an existing one is kept unless ``--force``. ``--check`` runs one input through
+the model in both frameworks and exits with 3 when their logits disagree (1: any other error).
 """
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -23,8 +25,9 @@ import numpy as np
 from common.checkpoint import (CheckpointError, load_gluon_params, load_pdparams, load_safetensors,
                                save_gluon_params, save_pdparams, save_safetensors)
 from common.convert import (ConversionError, ConversionReport, from_canonical, match_state,
-                            shape_fits, to_canonical)
+                            shape_fits, to_canonical, upgrade_names)
 from common.registry import input_size
+from parity_tests.tolerances import TOLERANCES, tolerance_units
 
 FRAMEWORK_OF_SUFFIX = {".params": "gluon", ".pdparams": "paddle", ".pt": "pytorch", ".pth": "pytorch",
                        ".safetensors": "safetensors"}
@@ -48,18 +51,15 @@ def _impl(framework, module=""):
 
 # --------------------------------------------------------------------------- reading and writing
 def read_state(path, fmt):
-    """``{name: ndarray}`` as stored (names of the format's framework)."""
+    """``{name: ndarray}`` as stored (names of the format's framework), with this project's
+    older Residual Attention names upgraded (:func:`common.convert.upgrade_names`)."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: empty file")
-    if fmt == "gluon":
-        return load_gluon_params(path)
-    if fmt == "paddle":
-        return load_pdparams(path)
-    if fmt == "safetensors":
-        return load_safetensors(path)
-    return _impl("pytorch", "weights").load_pth(path)
+    readers = {"gluon": load_gluon_params, "paddle": load_pdparams, "safetensors": load_safetensors,
+               "pytorch": lambda p: _impl("pytorch", "weights").load_pth(p)}
+    return upgrade_names(readers[fmt](path))
 
 
 def write_state(state, path, fmt, model):
@@ -79,8 +79,14 @@ def _canonical_framework(fmt):
 
 # --------------------------------------------------------------------------- models
 def shapes(fmt, name, kwargs):
-    """{name: shape} of model ``name`` as ``fmt`` stores it (safetensors: PyTorch's)."""
-    return _impl(fmt, "weights").shapes_of(name, **kwargs)
+    """{name: shape} of model ``name`` as ``fmt`` stores it (safetensors: PyTorch's); each
+    model is built once per process (identifying a checkpoint builds every registered one)."""
+    return dict(_shapes(fmt, name, json.dumps(kwargs, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes(fmt, name, kwargs_json):
+    return _impl(fmt, "weights").shapes_of(name, **json.loads(kwargs_json))
 
 
 def infer_num_classes(name, canonical, kwargs):
@@ -202,7 +208,7 @@ def convert(src, dst, model=None, src_fmt=None, dst_fmt=None, kwargs=None, force
 
 def check(summary, seed=0, batch=2):
     """Run one random batch through the model built in both frameworks from SRC and DST;
-    returns the largest absolute logit difference and the largest logit."""
+    returns both frameworks' logits (SRC's first)."""
     size = input_size(summary.model, **summary.kwargs)
     images = np.random.default_rng(seed).normal(size=(batch, 3, size, size)).astype(np.float32)
     logits = []
@@ -214,7 +220,20 @@ def check(summary, seed=0, batch=2):
         if framework == "gluon":
             state = weights.structural_names(net, state)
         logits.append(weights.predict(weights.load_weights(net, state), images))
-    return float(np.abs(logits[0] - logits[1]).max()), float(np.abs(logits[0]).max())
+    return logits
+
+
+def check_line(logits, rtol):
+    """One line on how far DST's logits are from SRC's, and whether they agree: elementwise
+    within ``rtol * |src| + rtol / 10 * max|src|`` (the float32 parity tolerance of
+    ``parity_tests/tolerances.py`` scaled to ``rtol``)."""
+    expected, actual = logits
+    default_rtol = TOLERANCES[np.dtype(np.float32)][0]
+    units = tolerance_units(actual, expected, np.float32) * default_rtol / rtol
+    verdict = "agree" if units <= 1 else "DISAGREE"
+    return units <= 1, (f"check: max |logit difference| {np.abs(actual - expected).max():.3e} "
+                        f"(max |logit| {np.abs(expected).max():.3e}), {units:.3g} tolerances of "
+                        f"rtol {rtol:g}: the two frameworks {verdict}")
 
 
 def main(argv=None):
@@ -226,7 +245,11 @@ def main(argv=None):
     parser.add_argument("--to", dest="dst_fmt", choices=FORMATS)
     parser.add_argument("--num-classes", type=int)
     parser.add_argument("--model-kwargs", default="{}", help="JSON of other constructor arguments")
-    parser.add_argument("--check", action="store_true", help="run one input through both models")
+    parser.add_argument("--check", nargs="?", type=float, metavar="RTOL",
+                        const=TOLERANCES[np.dtype(np.float32)][0],
+                        help="run one input through both models and exit with 3 unless their logits "
+                             "agree within RTOL (default: the float32 parity tolerance, %(const)g "
+                             "relative plus a tenth of it of the largest logit)")
     parser.add_argument("--force", action="store_true", help="replace an existing DST")
     args = parser.parse_args(argv)
     try:
@@ -242,9 +265,11 @@ def main(argv=None):
         summary = convert(args.src, args.dst, args.model, args.src_fmt, args.dst_fmt, kwargs, args.force)
         print("\n".join(summary.lines()))
         print(f"wrote {args.dst} in {time.perf_counter() - start:.2f} s")
-        if args.check:
-            diff, scale = check(summary)
-            print(f"check: max |logit difference| {diff:.3e} (max |logit| {scale:.3e})")
+        if args.check is not None:
+            agree, line = check_line(check(summary), args.check)
+            print(line)
+            if not agree:
+                return 3
     except (CheckpointError, ConversionError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {message}", file=sys.stderr)

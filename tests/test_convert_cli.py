@@ -2,6 +2,7 @@
 the file shapes people have, identification, and one clear error for every bad input."""
 import os
 import pickle
+import re
 
 import mxnet as mx
 import numpy as np
@@ -16,6 +17,7 @@ import pytorch_impl
 from common.checkpoint import load_gluon_params, load_pdparams, save_gluon_params
 from parity_tests.tolerances import assert_close
 from pytorch_impl.layers import BatchNorm2d
+import scripts.convert as convert_cli
 from scripts.convert import main
 
 
@@ -90,6 +92,13 @@ def _run(capsys, *argv):
     return code, out.out, out.err
 
 
+def check_numbers(out):
+    """(max |logit difference|, max |logit|) as ``--check`` prints them."""
+    match = re.search(r"max \|logit difference\| (\S+) \(max \|logit\| ([^)]+)\)", out)
+    assert match, out
+    return float(match[1]), float(match[2])
+
+
 def test_every_direction_round_trips_bit_exact(tmp_path, torch_file, capsys):
     path, original = torch_file
     chain = [path, tmp_path / "a.params", tmp_path / "b.pdparams", tmp_path / "c.safetensors",
@@ -98,8 +107,7 @@ def test_every_direction_round_trips_bit_exact(tmp_path, torch_file, capsys):
         code, out, err = _run(capsys, src, dst, "--check")
         assert code == 0, err
         assert "model tiny_cifar" in out and '"num_classes": 7' in out
-        diff, scale = (float(x) for x in out.split("max |logit difference| ")[1].replace(
-            "(max |logit| ", "").rstrip(")\n").split())
+        diff, scale = check_numbers(out)
         assert diff <= 1e-5 * scale + 1e-6, out
     back = torch.load(chain[-1], weights_only=True)
     assert back.keys() == original.keys()
@@ -132,6 +140,27 @@ def test_converted_weights_give_the_same_logits_in_each_framework(tmp_path, torc
         assert_close(pnet(paddle.to_tensor(x)).numpy(), expected, np.float64, "paddle logits")
     finally:
         paddle.set_default_dtype("float32")
+
+
+def test_check_fails_on_a_damaged_tensor(tmp_path, torch_file, capsys, monkeypatch):
+    """A conversion that writes one wrong value: ``--check`` prints both numbers and exits 3
+    at the default (float32 parity) tolerance, and passes at a tolerance loose enough."""
+    path, original = torch_file
+
+    def damaging(write):
+        def write_state(state, *args):
+            state = dict(state, **{"output.bias": state["output.bias"] + 1e-3})
+            return write(state, *args)
+        return write_state
+
+    monkeypatch.setattr(convert_cli, "write_state", damaging(convert_cli.write_state))
+    code, out, err = _run(capsys, path, tmp_path / "d.params", "--check")
+    assert code == 3, (out, err)
+    diff, scale = check_numbers(out)
+    assert 0.9e-3 <= diff <= 1.1e-3 and scale > 0, out  # the damage, and nothing else
+    assert "DISAGREE" in out
+    code, out, _ = _run(capsys, path, tmp_path / "e.params", "--check", "0.5")
+    assert code == 0 and "agree" in out and "rtol 0.5" in out
 
 
 def test_training_checkpoint_and_dataparallel_names(tmp_path, torch_file, capsys):

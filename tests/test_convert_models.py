@@ -11,6 +11,7 @@ import torch
 from common.checkpoint import load_safetensors
 from common.convert import from_canonical, match_state, to_canonical
 from scripts.convert import main, shapes
+from tests.test_convert_cli import check_numbers
 
 FRAMEWORKS = ("pytorch", "gluon", "paddle")
 
@@ -88,7 +89,6 @@ def test_cli_check_runs_both_frameworks(name, tmp_path, capsys):
     code, out, err = _run(capsys, src, tmp_path / f"w{target}", "--check")
     assert code == 0, err
     assert f"model {name} " in out  # identified from the tensors alone
-    diff, scale = (float(x) for x in out.split("max |logit difference| ")[1].replace(
-        "(max |logit| ", "").rstrip(")\n").split())
+    diff, scale = check_numbers(out)
     assert diff <= 1e-5 * scale + 1e-6 * scale, out  # the float32 parity tolerance
 

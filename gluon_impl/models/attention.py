@@ -1,20 +1,25 @@
 """Residual Attention Network (Wang et al., "Residual Attention Network for Image
 Classification", CVPR 2017, arXiv 1704.06904), native MXNet Gluon.
 
-The network follows the public Gluon re-implementation (haoxintong/ResidualAttentionNetwork-
-Gluon): pre-activation bottleneck units (He et al., arXiv 1603.05027) and Attention Modules
-whose soft mask branch is a bottom-up / top-down hourglass (paper Sec. 3.3, Fig. 2). A depth is
-a spec ``([p, t, r], [modules in stage 1, 2, 3])`` (Sec. 4.1): 36 m + 20 layers with
+The network is the public Gluon implementation's (haoxintong/ResidualAttentionNetwork-Gluon,
+``net/attention_block.py`` and ``net/attention_net.py``), with its class and attribute names,
+so that a ``.params`` file its ``save_parameters`` wrote loads here as it is: pre-activation
+bottleneck units (He et al., arXiv 1603.05027; the model zoo's ``BottleneckV2`` with its
+``bn1..bn3``, ``conv1..conv3``, ``downsample``) and Attention Modules (``AttentionBlock``:
+``pre``, ``trunk_branch``, ``mask_branch``, ``post``) whose soft mask branch (``MaskBlock``) is
+a bottom-up / top-down hourglass (paper Sec. 3.3, Fig. 2). A depth is a spec
+``([p, t, r], [modules in stage 1, 2, 3])`` (Sec. 4.1): 36 m + 20 layers with
 ``p, t, r = 1, 2, 1`` and m modules per stage.
 
 Two stems: ImageNet (224x224; 7x7/2 conv 64, max-pool, stages at 56/28/14 with 256/512/1024
 channels, three 2048-channel units, Table 2) and CIFAR (32x32; 3x3 conv 32, stages at 32/16/8
 with 128/256/512 channels, three 1024-channel units starting with stride 2).
 
-Every module has the same attribute names as :mod:`pytorch_impl.models.attention`, so the
-``save_parameters`` names are the PyTorch state-dict names up to common/convert.py's rules.
-The mask branch up-samples back to the size of the tensor it came from (``BilinearResize2D``
-with ``mode='like'``, align_corners=True), so any input size that survives the strides works.
+Where this differs from the original, numerics stay the same: every layer is given its input
+channels (the original infers them at the first call), so the parameter shapes are known
+before any forward pass; and the mask branch up-samples to the size of the tensor it came
+from (``BilinearResize2D`` with ``mode='like'``, align_corners=True) instead of a size fixed
+at construction, so any input size that survives the strides works.
 """
 from mxnet.gluon import nn
 
@@ -34,10 +39,10 @@ WIDTHS = {"imagenet": (64, (256, 512, 1024), 2048), "cifar": (32, (128, 256, 512
 NUM_STAGES = 3
 
 
-class PreActBottleneck(nn.HybridBlock):
-    """Pre-activation bottleneck unit (arXiv 1603.05027): BN-ReLU-1x1, BN-ReLU-3x3 (stride),
-    BN-ReLU-1x1 to ``channels``, plus the input, or a strided 1x1 projection of the
-    pre-activated input when the shape changes."""
+class BottleneckV2(nn.HybridBlock):
+    """Pre-activation bottleneck unit (arXiv 1603.05027), the model zoo's ``BottleneckV2``:
+    BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1 to ``channels``, plus the input, or a
+    strided 1x1 projection of the pre-activated input when the shape changes."""
 
     def __init__(self, in_channels, channels, stride=1, **kwargs):
         super().__init__(**kwargs)
@@ -54,11 +59,11 @@ class PreActBottleneck(nn.HybridBlock):
             self.downsample = None
 
     def hybrid_forward(self, F, x):
-        pre = F.relu(self.bn1(x))
+        pre = F.Activation(self.bn1(x), act_type="relu")
         shortcut = self.downsample(pre) if self.downsample is not None else x
         out = self.conv1(pre)
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(F.relu(self.bn3(out)))
+        out = self.conv2(F.Activation(self.bn2(out), act_type="relu"))
+        out = self.conv3(F.Activation(self.bn3(out), act_type="relu"))
         return out + shortcut
 
 
@@ -66,28 +71,39 @@ def units(channels, count):
     """``count`` identity bottleneck units of width ``channels``, in sequence."""
     seq = nn.HybridSequential()
     for _ in range(count):
-        seq.add(PreActBottleneck(channels, channels))
+        seq.add(BottleneckV2(channels, channels))
     return seq
 
 
-class SoftMaskBranch(nn.HybridBlock):
+class UpSample(nn.HybridBlock):
+    """Bilinear up-sampling (align_corners=True) of ``x`` to the height and width of
+    ``like``."""
+
+    def hybrid_forward(self, F, x, like):
+        return F.contrib.BilinearResize2D(x, like, mode="like")
+
+
+class MaskBlock(nn.HybridBlock):
     """Soft mask branch of an Attention Module in ``stage`` (Sec. 3.3, Fig. 2).
 
-    Bottom-up: for each level k = stage..3, max-pool 3/2/1 then ``r`` units
-    (``down_units_k``); levels below the last also feed a skip unit (``skip_k``). Top-down: for
-    k = 3..stage, ``r`` units (``up_units_k``), bilinear up-sampling (align_corners=True) to the
-    size of level k's input, plus the skip of the level above. Then BN-ReLU-1x1-BN-ReLU-1x1 and
-    a sigmoid give a mask in (0, 1) (``output``).
+    Bottom-up: for each level k = stage..3, max-pool 3/2/1 (``down_sample_k``) then ``r``
+    units (``down_res_unit_k``); levels below the last also feed a skip unit
+    (``skip_connection_k``). Top-down: for k = 3..stage, ``r`` units (``up_res_unit_k``),
+    bilinear up-sampling to the size of level k's input (``up_sample_k``), plus the skip of
+    the level above. Then BN-ReLU-1x1-BN-ReLU-1x1 and a sigmoid give a mask in (0, 1)
+    (``output``).
     """
 
     def __init__(self, channels, stage, r, **kwargs):
         super().__init__(**kwargs)
         self.levels = tuple(range(stage, NUM_STAGES + 1))
         for k in self.levels:
-            setattr(self, f"down_units_{k}", units(channels, r))
+            setattr(self, f"down_sample_{k}", nn.MaxPool2D(3, 2, 1))
+            setattr(self, f"down_res_unit_{k}", units(channels, r))
             if k < NUM_STAGES:
-                setattr(self, f"skip_{k}", PreActBottleneck(channels, channels))
-            setattr(self, f"up_units_{k}", units(channels, r))
+                setattr(self, f"skip_connection_{k}", BottleneckV2(channels, channels))
+            setattr(self, f"up_res_unit_{k}", units(channels, r))
+            setattr(self, f"up_sample_{k}", UpSample())
         self.output = nn.HybridSequential()
         self.output.add(nn.BatchNorm(in_channels=channels), nn.Activation("relu"),
                         nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
@@ -99,19 +115,18 @@ class SoftMaskBranch(nn.HybridBlock):
         level_inputs, skips = [], []
         for k in self.levels:
             level_inputs.append(x)
-            x = F.Pooling(x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
-            x = getattr(self, f"down_units_{k}")(x)
+            x = getattr(self, f"down_res_unit_{k}")(getattr(self, f"down_sample_{k}")(x))
             if k < NUM_STAGES:
-                skips.append(getattr(self, f"skip_{k}")(x))
+                skips.append(getattr(self, f"skip_connection_{k}")(x))
         for k in reversed(self.levels):
-            x = getattr(self, f"up_units_{k}")(x)
-            x = F.contrib.BilinearResize2D(x, level_inputs.pop(), mode="like")
+            x = getattr(self, f"up_sample_{k}")(getattr(self, f"up_res_unit_{k}")(x),
+                                                level_inputs.pop())
             if skips:
                 x = x + skips.pop()
         return self.output(x)
 
 
-class AttentionModule(nn.HybridBlock):
+class AttentionBlock(nn.HybridBlock):
     """Attention Module (Sec. 3.1-3.2): ``p`` pre units, then a trunk of ``t`` units and a
     soft mask M in (0, 1); attention residual learning outputs (1 + M) * trunk; then ``p``
     post units."""
@@ -119,13 +134,13 @@ class AttentionModule(nn.HybridBlock):
     def __init__(self, channels, stage, p, t, r, **kwargs):
         super().__init__(**kwargs)
         self.pre = units(channels, p)
-        self.trunk = units(channels, t)
-        self.mask = SoftMaskBranch(channels, stage, r)
+        self.trunk_branch = units(channels, t)
+        self.mask_branch = MaskBlock(channels, stage, r)
         self.post = units(channels, p)
 
     def hybrid_forward(self, F, x):
         x = self.pre(x)
-        return self.post(self.trunk(x) * (1 + self.mask(x)))
+        return self.post((1 + self.mask_branch(x)) * self.trunk_branch(x))
 
 
 class AttentionNet(nn.HybridBlock):
@@ -150,12 +165,12 @@ class AttentionNet(nn.HybridBlock):
                               nn.BatchNorm(in_channels=stem), nn.Activation("relu"))
         in_channels = stem
         for stage, (width, count) in enumerate(zip(widths, modules), start=1):
-            self.features.add(PreActBottleneck(in_channels, width, 1 if stage == 1 else 2))
+            self.features.add(BottleneckV2(in_channels, width, 1 if stage == 1 else 2))
             for _ in range(count):
-                self.features.add(AttentionModule(width, stage, p, t, r))
+                self.features.add(AttentionBlock(width, stage, p, t, r))
             in_channels = width
-        self.features.add(PreActBottleneck(in_channels, head, 2),
-                          PreActBottleneck(head, head), PreActBottleneck(head, head),
+        self.features.add(BottleneckV2(in_channels, head, 2),
+                          BottleneckV2(head, head), BottleneckV2(head, head),
                           nn.BatchNorm(in_channels=head), nn.Activation("relu"),
                           nn.GlobalAvgPool2D(), nn.Flatten())
         self.output = nn.Dense(num_classes, in_units=head)

@@ -1,8 +1,9 @@
 """Residual Attention Network (Wang et al., arXiv 1704.06904), the PyTorch port of the native
 Gluon model in :mod:`gluon_impl.models.attention`.
 
-The module tree and attribute names are the Gluon ones, so a Gluon ``save_parameters`` file
-loads after common/convert.py's naming rules alone. What the port does to compute exactly what
+The module tree, class and attribute names are the Gluon ones, which are the original Gluon
+code's (haoxintong/ResidualAttentionNetwork-Gluon), so a ``save_parameters`` file of the
+original or of this project loads after common/convert.py's naming rules alone. What the port does to compute exactly what
 MXNet computes (../shared/docs/framework-semantics.md):
 
 * BatchNorm updates its running variance with the biased batch variance
@@ -73,10 +74,10 @@ def bilinear_resize_like(x, like):
     return torch.matmul(torch.matmul(rows, x), cols.t())
 
 
-class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck unit (arXiv 1603.05027): BN-ReLU-1x1, BN-ReLU-3x3 (stride),
-    BN-ReLU-1x1 to ``channels``, plus the input, or a strided 1x1 projection of the
-    pre-activated input when the shape changes."""
+class BottleneckV2(nn.Module):
+    """Pre-activation bottleneck unit (arXiv 1603.05027), Gluon's model-zoo ``BottleneckV2``:
+    BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1 to ``channels``, plus the input, or a
+    strided 1x1 projection of the pre-activated input when the shape changes."""
 
     def __init__(self, in_channels, channels, stride=1):
         super().__init__()
@@ -103,27 +104,38 @@ class PreActBottleneck(nn.Module):
 
 def units(channels, count):
     """``count`` identity bottleneck units of width ``channels``, in sequence."""
-    return nn.Sequential(*(PreActBottleneck(channels, channels) for _ in range(count)))
+    return nn.Sequential(*(BottleneckV2(channels, channels) for _ in range(count)))
 
 
-class SoftMaskBranch(nn.Module):
+class UpSample(nn.Module):
+    """MXNet's bilinear up-sampling of ``x`` to the height and width of ``like``
+    (:func:`bilinear_resize_like`)."""
+
+    def forward(self, x, like):
+        return bilinear_resize_like(x, like)
+
+
+class MaskBlock(nn.Module):
     """Soft mask branch of an Attention Module in ``stage`` (Sec. 3.3, Fig. 2).
 
-    Bottom-up: for each level k = stage..3, max-pool 3/2/1 then ``r`` units
-    (``down_units_k``); levels below the last also feed a skip unit (``skip_k``). Top-down: for
-    k = 3..stage, ``r`` units (``up_units_k``), bilinear up-sampling (align_corners=True) to the
-    size of level k's input, plus the skip of the level above. Then BN-ReLU-1x1-BN-ReLU-1x1 and
-    a sigmoid give a mask in (0, 1) (``output``).
+    Bottom-up: for each level k = stage..3, max-pool 3/2/1 (``down_sample_k``) then ``r``
+    units (``down_res_unit_k``); levels below the last also feed a skip unit
+    (``skip_connection_k``). Top-down: for k = 3..stage, ``r`` units (``up_res_unit_k``),
+    bilinear up-sampling to the size of level k's input (``up_sample_k``), plus the skip of
+    the level above. Then BN-ReLU-1x1-BN-ReLU-1x1 and a sigmoid give a mask in (0, 1)
+    (``output``).
     """
 
     def __init__(self, channels, stage, r):
         super().__init__()
         self.levels = tuple(range(stage, NUM_STAGES + 1))
         for k in self.levels:
-            setattr(self, f"down_units_{k}", units(channels, r))
+            setattr(self, f"down_sample_{k}", nn.MaxPool2d(3, 2, 1))
+            setattr(self, f"down_res_unit_{k}", units(channels, r))
             if k < NUM_STAGES:
-                setattr(self, f"skip_{k}", PreActBottleneck(channels, channels))
-            setattr(self, f"up_units_{k}", units(channels, r))
+                setattr(self, f"skip_connection_{k}", BottleneckV2(channels, channels))
+            setattr(self, f"up_res_unit_{k}", units(channels, r))
+            setattr(self, f"up_sample_{k}", UpSample())
         self.output = nn.Sequential(
             batch_norm(channels), nn.ReLU(), nn.Conv2d(channels, channels, 1, bias=False),
             batch_norm(channels), nn.ReLU(), nn.Conv2d(channels, channels, 1, bias=False),
@@ -133,19 +145,18 @@ class SoftMaskBranch(nn.Module):
         level_inputs, skips = [], []
         for k in self.levels:
             level_inputs.append(x)
-            x = F.max_pool2d(x, 3, 2, 1)
-            x = getattr(self, f"down_units_{k}")(x)
+            x = getattr(self, f"down_res_unit_{k}")(getattr(self, f"down_sample_{k}")(x))
             if k < NUM_STAGES:
-                skips.append(getattr(self, f"skip_{k}")(x))
+                skips.append(getattr(self, f"skip_connection_{k}")(x))
         for k in reversed(self.levels):
-            x = getattr(self, f"up_units_{k}")(x)
-            x = bilinear_resize_like(x, level_inputs.pop())
+            x = getattr(self, f"up_sample_{k}")(getattr(self, f"up_res_unit_{k}")(x),
+                                                level_inputs.pop())
             if skips:
                 x = x + skips.pop()
         return self.output(x)
 
 
-class AttentionModule(nn.Module):
+class AttentionBlock(nn.Module):
     """Attention Module (Sec. 3.1-3.2): ``p`` pre units, then a trunk of ``t`` units and a
     soft mask M in (0, 1); attention residual learning outputs (1 + M) * trunk; then ``p``
     post units."""
@@ -153,13 +164,13 @@ class AttentionModule(nn.Module):
     def __init__(self, channels, stage, p, t, r):
         super().__init__()
         self.pre = units(channels, p)
-        self.trunk = units(channels, t)
-        self.mask = SoftMaskBranch(channels, stage, r)
+        self.trunk_branch = units(channels, t)
+        self.mask_branch = MaskBlock(channels, stage, r)
         self.post = units(channels, p)
 
     def forward(self, x):
         x = self.pre(x)
-        return self.post(self.trunk(x) * (1 + self.mask(x)))
+        return self.post((1 + self.mask_branch(x)) * self.trunk_branch(x))
 
 
 class AttentionNet(nn.Module):
@@ -181,11 +192,11 @@ class AttentionNet(nn.Module):
             layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), batch_norm(stem), nn.ReLU()]
         in_channels = stem
         for stage, (width, count) in enumerate(zip(widths, modules), start=1):
-            layers.append(PreActBottleneck(in_channels, width, 1 if stage == 1 else 2))
-            layers += [AttentionModule(width, stage, p, t, r) for _ in range(count)]
+            layers.append(BottleneckV2(in_channels, width, 1 if stage == 1 else 2))
+            layers += [AttentionBlock(width, stage, p, t, r) for _ in range(count)]
             in_channels = width
-        layers += [PreActBottleneck(in_channels, head, 2), PreActBottleneck(head, head),
-                   PreActBottleneck(head, head), batch_norm(head), nn.ReLU(),
+        layers += [BottleneckV2(in_channels, head, 2), BottleneckV2(head, head),
+                   BottleneckV2(head, head), batch_norm(head), nn.ReLU(),
                    nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.output = nn.Linear(head, num_classes)
