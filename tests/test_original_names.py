@@ -17,7 +17,6 @@ here from reading the original, not from the project's models), and proves:
   state_dict) converts with ``python -m scripts.convert SRC DST`` and no ``--model`` through
   every format of the model's frameworks and back, every tensor bit for bit.
 """
-import json
 
 import numpy as np
 import paddle
@@ -162,24 +161,6 @@ def alexnet_paddle_original(simam):
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True, scope="module")
-def shapes_built_once():
-    """Identifying a checkpoint, the CLI builds every registered model (about 4 s a call on
-    two cores); within this module each model's {name: shape} is built once and reused."""
-    built, build = {}, cli.shapes
-
-    def shapes(fmt, name, kwargs):
-        key = (fmt, name, json.dumps(kwargs, sort_keys=True))
-        if key not in built:
-            built[key] = build(fmt, name, kwargs)
-        return built[key]
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(cli, "shapes", shapes)
-    yield
-    patch.undo()
-
-
 def without_counters(items):
     """``{name: value}`` of ``(name, value)`` pairs, less the BatchNorm step counters."""
     return {k: v for k, v in items if not k.endswith(COUNTER)}
