@@ -185,7 +185,8 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp")
 
 
 class ImageFolder:
-    """Images decoded on access: ``folder[i]`` is an H x W x 3 uint8 array.
+    """Images decoded on access: ``folder[i]`` is an H x W x 3 uint8 array, decoded by Pillow
+    and converted to RGB as torchvision's default image loader does.
 
     :func:`image_folder_dataset` builds one for the two layouts people have:
     ImageNet (``split/<class>/<image>``) and Tiny ImageNet (``train/<wnid>/images/<image>``,

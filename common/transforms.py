@@ -1,14 +1,25 @@
-"""Seeded image augmentation in numpy.
+"""Seeded image augmentation on numpy arrays, resampled with Pillow or numpy.
 
 Each transform is called as ``t(image, rng)`` on one H x W x 3 image (uint8, or float32
-in [0, 255] after a resampling step) with a ``numpy.random.Generator``; :class:`Normalize`
-ends a pipeline and returns a 3 x H x W float32 array. Because the randomness comes only
-from ``rng``, the same seed gives the same pixels whatever framework trains on them.
+in [0, 255] after :func:`resize_image` or :class:`ColorJitter`) with a
+``numpy.random.Generator``; :class:`Normalize` ends a pipeline and returns a 3 x H x W
+float32 array. Because the randomness comes only from ``rng`` and the pixels only from numpy
+and Pillow, the same seed gives the same pixels whatever framework trains on them.
 The random transforms follow torchvision's definitions (sampling order and ranges).
+
+Two resamplers:
+
+* :func:`pil_resize`, Pillow's bilinear filter on uint8 images, antialiased when shrinking:
+  torchvision's transforms on PIL images, as hszhao/SAN's ImageNet recipe ran them. The
+  image-folder recipes (:func:`imagenet_train`, :func:`imagenet_test`) use it, and it is the
+  default of :class:`Resize` and :class:`RandomResizedCrop`.
+* :func:`resize_image`, bilinear interpolation in float32 without antialiasing: the digits
+  upsampling (:mod:`common.data`) and the AlexNet recipe (:func:`alexnet_train`).
 """
 import math
 
 import numpy as np
+from PIL import Image
 
 
 def resize_image(image, size):
@@ -30,6 +41,17 @@ def resize_image(image, size):
     top = image[y0][:, x0] * (1 - wx)[None, :, None] + image[y0][:, x1] * wx[None, :, None]
     bottom = image[y1][:, x0] * (1 - wx)[None, :, None] + image[y1][:, x1] * wx[None, :, None]
     return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
+
+
+def pil_resize(image, size):
+    """Pillow's ``Image.resize((w, h), BILINEAR)`` of an H x W x 3 uint8 image to ``size`` =
+    (h, w): a triangle filter whose support widens by the scale factor when shrinking
+    (antialiasing), in fixed point one axis at a time, rounded to uint8. torchvision's
+    ``Resize`` on a PIL image computes exactly this. Returns uint8."""
+    if image.dtype != np.uint8:
+        raise TypeError(f"pil_resize resamples uint8 pixels, got {image.dtype}")
+    out_h, out_w = size
+    return np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR))
 
 
 class Compose:
@@ -72,33 +94,38 @@ class HorizontalFlip:
 
 
 class Resize:
-    """Bilinear resize to ``size`` (an int for a square, or (h, w))."""
+    """Bilinear resize to ``size`` (an int for a square, or (h, w)) with ``resize``
+    (:func:`pil_resize` or :func:`resize_image`); torchvision's ``Resize(int)``, the shorter
+    side, is :class:`ShorterSide`."""
 
-    def __init__(self, size):
+    def __init__(self, size, resize=pil_resize):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.resize = resize
 
     def __call__(self, image, rng=None):
-        return resize_image(image, self.size)
+        return self.resize(image, self.size)
 
 
 class CenterCrop:
-    """Crop the central ``size`` x ``size`` window."""
+    """Crop the central ``size`` x ``size`` window at torchvision's offsets
+    ``int(round((h - size) / 2))`` (half to even) from the top and likewise from the left."""
 
     def __init__(self, size):
         self.size = size
 
     def __call__(self, image, rng=None):
         h, w = image.shape[:2]
-        top, left = (h - self.size) // 2, (w - self.size) // 2
+        top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))
         return image[top:top + self.size, left:left + self.size]
 
 
 class RandomResizedCrop:
     """A crop of random area (``scale`` of the image) and aspect ratio (``ratio``), resized
-    to ``size``; torchvision's sampler, 10 tries, then a centre crop."""
+    to ``size`` x ``size`` with ``resize`` (:func:`pil_resize` or :func:`resize_image`);
+    torchvision's sampler, 10 tries, then a centre crop, and its crop-then-resize."""
 
-    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-        self.size, self.scale, self.ratio = size, scale, ratio
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), resize=pil_resize):
+        self.size, self.scale, self.ratio, self.resize = size, scale, ratio, resize
 
     def window(self, h, w, rng):
         area = h * w
@@ -120,7 +147,7 @@ class RandomResizedCrop:
 
     def __call__(self, image, rng):
         top, left, ch, cw = self.window(*image.shape[:2], rng)
-        return resize_image(image[top:top + ch, left:left + cw], (self.size, self.size))
+        return self.resize(image[top:top + ch, left:left + cw], (self.size, self.size))
 
 
 def _grey(image):
@@ -198,31 +225,40 @@ def plain(mean, std):
 
 def alexnet_train(mean, std):
     """The 128x128 AlexNet recipe: resize 130, colour jitter (0.2, 0.2, 0.2), random resized
-    crop 128 with scale (0.6, 1), flip, rotation up to 20 degrees."""
-    return Compose([Resize(130), ColorJitter(0.2, 0.2, 0.2), RandomResizedCrop(128, (0.6, 1.0)),
+    crop 128 with scale (0.6, 1), flip, rotation up to 20 degrees. It resamples in float
+    with :func:`resize_image`: the crop resamples the colour jitter's float pixels (which
+    :func:`pil_resize` would first round to uint8), and on 32x32 images (digits, CIFAR) the
+    resizes enlarge, or shrink at most 130 to 128, where antialiasing hardly acts."""
+    return Compose([Resize(130, resize=resize_image), ColorJitter(0.2, 0.2, 0.2),
+                    RandomResizedCrop(128, (0.6, 1.0), resize=resize_image),
                     HorizontalFlip(), RandomRotation(20), Normalize(mean, std)])
 
 
 def alexnet_test(mean, std):
-    return Compose([Resize(128), Normalize(mean, std)])
+    """Resize 128 with :func:`resize_image` (as :func:`alexnet_train`) and normalise."""
+    return Compose([Resize(128, resize=resize_image), Normalize(mean, std)])
 
 
 def imagenet_train(mean, std, size=224):
-    """Random-resized-crop ``size`` and flip (the standard ImageNet recipe)."""
+    """torchvision's ``RandomResizedCrop(size)`` (Pillow bilinear) and flip: the ImageNet
+    recipe on image folders."""
     return Compose([RandomResizedCrop(size), HorizontalFlip(), Normalize(mean, std)])
 
 
 def imagenet_test(mean, std, size=224, resize=256):
+    """torchvision's ``Resize(resize)`` of the shorter side (Pillow bilinear) and
+    ``CenterCrop(size)``: the ImageNet validation recipe on image folders."""
     return Compose([ShorterSide(resize), CenterCrop(size), Normalize(mean, std)])
 
 
 class ShorterSide:
-    """Resize so that the shorter side is ``size``, keeping the aspect ratio."""
+    """torchvision's ``Resize(size)`` with an int: the shorter side becomes ``size`` and the
+    longer ``int(size * long / short)`` (truncated), resampled with :func:`pil_resize`."""
 
     def __init__(self, size):
         self.size = size
 
     def __call__(self, image, rng=None):
         h, w = image.shape[:2]
-        scale = self.size / min(h, w)
-        return resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+        new_long = int(self.size * max(h, w) / min(h, w))
+        return pil_resize(image, (self.size, new_long) if h <= w else (new_long, self.size))

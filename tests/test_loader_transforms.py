@@ -63,6 +63,30 @@ def test_pad_crop_is_a_window_of_the_padded_image():
     assert len(seen) > 60  # the offsets cover the 9 x 9 possibilities
 
 
+@pytest.mark.parametrize("size, pad", [(32, 4), (64, 8)])
+def test_cifar_pipeline_pixels_by_hand(size, pad):
+    """The CIFAR / Tiny ImageNet recipe, pixel for pixel: rows ``top`` to ``top + size`` and
+    columns ``left`` to ``left + size`` of the zero-padded image (``top``, then ``left``, drawn
+    uniform in 0..2 * pad), mirrored when the next draw is below 0.5, then normalised."""
+    mean, std = np.array([0.3, 0.4, 0.5]), np.array([0.2, 0.25, 0.3])
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    seen = set()
+    for seed in range(16):
+        out = T.cifar_train(mean, std, size, pad)(image, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        top, left, flip = rng.integers(0, 2 * pad + 1), rng.integers(0, 2 * pad + 1), rng.random() < 0.5
+        expected = np.zeros((size, size, 3))
+        for i in range(size):
+            for j in range(size):
+                y, x = top + i - pad, left + (size - 1 - j if flip else j) - pad
+                if 0 <= y < size and 0 <= x < size:
+                    expected[i, j] = image[y, x]
+        expected = ((expected / 255 - mean) / std).transpose(2, 0, 1)
+        assert out.dtype == np.float32 and np.abs(out - expected).max() < 1e-5
+        seen.add((top != pad or left != pad, flip))
+    assert {(True, False), (True, True)} <= seen  # shifted windows, mirrored and not
+
+
 def test_flip_probability_and_normalize():
     image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     rng = np.random.default_rng(0)
