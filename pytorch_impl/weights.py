@@ -1,6 +1,7 @@
 """PyTorch checkpoints as ``{name: ndarray}``: safe loading of what people actually have,
 atomic saving, and model shapes without allocating weights."""
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -9,6 +10,10 @@ import torch
 from common.checkpoint import CheckpointError, atomic_open
 
 TRAINING_CHECKPOINT_KEYS = ("state_dict", "model", "net")
+#: The global a weights-only load refused, in torch's wordings: "Unsupported global: GLOBAL
+#: numpy.core.multiarray._reconstruct was not an allowed global" and (torch 2.13, for a blocked
+#: module) "unsupported GLOBAL posix.system whose module posix is blocked".
+REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([A-Za-z_][\w.]*)", re.IGNORECASE)
 
 
 def load_pth(path):
@@ -21,9 +26,11 @@ def load_pth(path):
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        detail = next((line for line in first if "Unsupported global" in line), first[0] if first else "")
-        raise CheckpointError(f"{path}: refused, it asks to load more than tensors ({detail.strip()})") from None
+        # Only the refused global is passed on: torch's message also advises weights_only=False,
+        # which would run the file's code.
+        found = REFUSED_GLOBAL.search(str(e))
+        what = f"it would run {found.group(1)}" if found else "it is not a tensors-only pickle"
+        raise CheckpointError(f"{path}: refused: {what} (nothing was run)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({message})") from None

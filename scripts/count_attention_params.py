@@ -3,48 +3,59 @@
     python -m scripts.count_attention_params [--variant imagenet|cifar|all]
 
 Counts learnable parameters (convolution and dense weights and biases, BN scale and shift;
-not BN running statistics) with 1000 classes for ImageNet and 10 for CIFAR, and compares
-them with the paper's Table 4 (Attention-56: 31.9M, Attention-92: 51.3M). The PyTorch
-count is taken on the meta device (no memory); Gluon's from its parameter shapes.
+not BN running statistics) with 1000 classes for ImageNet and 10 for CIFAR, next to the same
+count with the BN running statistics and the paper's number. The PyTorch count is taken on the
+meta device (no memory); Gluon's from its parameter shapes.
+
+The counts are the original code's (haoxintong/ResidualAttentionNetwork-Gluon) and, for
+Attention-56/92, those of the authors' Caffe prototxts, which have the same layer shapes
+(parity_tests/test_paper_tables.py derives them from the originals' layer lists). The paper's
+ImageNet numbers are no counting convention of those networks: with the running statistics
+Attention-56 rounds to its 31.9M, but Attention-92 to 52.6M, not 51.3M. The paper's CIFAR
+networks are not described in it; the original code's CIFAR variant is another, larger one.
 """
 import argparse
 
 import numpy as np
 
-#: Wang et al., Table 4 (ImageNet, 224x224)
-PAPER_MILLIONS = {"attention56": 31.9, "attention92": 51.3}
+#: Wang et al., CVPR 2017 (arXiv 1704.06904), millions: the ImageNet single-crop comparison
+#: (224x224) and the CIFAR-10 comparison with the state of the art
+PAPER_MILLIONS = {"attention56": 31.9, "attention92": 51.3, "attention92_cifar": 1.9,
+                  "attention236_cifar": 5.1, "attention452_cifar": 8.6}
 DEPTHS = (56, 92, 128, 164, 236, 452)
 
 
-def torch_count(name):
+def torch_counts(name, **kwargs):
+    """(learnable parameters, BN running means and variances) of the registered PyTorch model
+    ``name`` (any family), built on the meta device."""
     import torch
     from pytorch_impl import create_model
     with torch.device("meta"):
-        model = create_model(name)
-    return sum(p.numel() for p in model.parameters())
+        model = create_model(name, **kwargs)
+    statistics = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return sum(p.numel() for p in model.parameters()), statistics
 
 
-def gluon_count(name):
-    from gluon_impl import create_model
-    model = create_model(name)
-    return sum(int(np.prod(p.shape)) for p in model.collect_params().values()
-               if p.grad_req != "null")
+def gluon_learnable(net):
+    """Learnable parameters of a Gluon block, from their declared shapes (no initialisation)."""
+    return sum(int(np.prod(p.shape)) for p in net.collect_params().values() if p.grad_req != "null")
 
 
 def main(argv=None):
+    from gluon_impl import create_model
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=("imagenet", "cifar", "all"), default="all")
     args = parser.parse_args(argv)
     variants = ("imagenet", "cifar") if args.variant == "all" else (args.variant,)
-    print(f"{'model':22s} {'gluon':>12s} {'pytorch':>12s} {'paper':>8s}")
+    print(f"{'model':20s} {'gluon':>12s} {'pytorch':>12s} {'+BN stats':>12s} {'paper':>7s}")
     for variant in variants:
         for depth in DEPTHS:
             name = f"attention{depth}" + ("_cifar" if variant == "cifar" else "")
-            g, t = gluon_count(name), torch_count(name)
-            paper = PAPER_MILLIONS.get(name)
-            paper = f"{paper:.1f}M" if paper else "-"
+            g = gluon_learnable(create_model(name))
+            t, statistics = torch_counts(name)
+            paper = f"{PAPER_MILLIONS[name]:.1f}M" if name in PAPER_MILLIONS else "-"
             flag = "" if g == t else "  MISMATCH"
-            print(f"{name:22s} {g:12,d} {t:12,d} {paper:>8s}  ({g / 1e6:.2f}M){flag}")
+            print(f"{name:20s} {g:12,d} {t:12,d} {t + statistics:12,d} {paper:>7s}{flag}")
 
 
 if __name__ == "__main__":

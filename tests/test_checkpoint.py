@@ -7,10 +7,12 @@ import mxnet as mx
 import numpy as np
 import paddle
 import pytest
+import torch
 
 from common import checkpoint as ckpt
 from common.checkpoint import CheckpointError
 from common.convert import ConversionError, ConversionReport, from_canonical, match_state, to_canonical
+from pytorch_impl.weights import load_pth
 
 DTYPES = (np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8)
 
@@ -78,6 +80,39 @@ def test_malicious_pickle_does_not_run(tmp_path):
     assert not marker.exists()
     pickle.loads((tmp_path / "evil.pdparams").read_bytes())  # the file really is malicious
     assert marker.exists()
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_code_running_pth_is_refused_by_name_and_does_not_run(tmp_path, zip_format):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"w": Evil()}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError) as refused:
+        load_pth(path)
+    message = str(refused.value)
+    assert f"{path}: refused: it would run {os.system.__module__}.system" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the file really runs its payload
+    assert marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
+def test_pth_refusals_pass_on_nothing_else_of_torch(tmp_path):
+    # torch's other wording ("Unsupported global: GLOBAL numpy...") for a checkpoint of numpy
+    # arrays; a pickle protocol 4 stops torch at its first opcode, before any global
+    torch.save({"w": np.ones(2)}, tmp_path / "numpy.pth")
+    with pytest.raises(CheckpointError, match=r"refused: it would run numpy\.\w+\.multiarray\._reconstruct \("):
+        load_pth(tmp_path / "numpy.pth")
+    (tmp_path / "p4.pth").write_bytes(pickle.dumps({"w": os.getcwd}, protocol=4))
+    with pytest.raises(CheckpointError) as refused:
+        load_pth(tmp_path / "p4.pth")
+    assert str(refused.value) == f"{tmp_path / 'p4.pth'}: refused: it is not a tensors-only pickle (nothing was run)"
 
 
 @pytest.mark.parametrize("loader, saver, suffix", [

@@ -1,22 +1,11 @@
-"""SAN model sizes against Table 1 of the paper (millions of parameters, rounded to 0.1M), in
-PyTorch and in the Paddle port, and the reduced SAN's output shape."""
+"""The reduced SAN's output shape, and the refusal of a window larger than the feature map.
+(The SAN sizes are held against the paper and the original code in
+parity_tests/test_paper_tables.py.)"""
 import pytest
 import torch
 
-from paddle_impl import create_model as create_paddle
 from pytorch_impl import create_model as create_torch
 from pytorch_impl.models.san import SAM
-
-PAPER_MILLIONS = {"san10_pairwise": 10.5, "san10_patchwise": 11.8, "san15_pairwise": 14.1,
-                  "san15_patchwise": 16.2, "san19_pairwise": 17.6, "san19_patchwise": 20.5}
-
-
-@pytest.mark.parametrize("name", sorted(PAPER_MILLIONS))
-def test_parameter_count_matches_the_paper(name):
-    torch_count = sum(p.numel() for p in create_torch(name).parameters())
-    paddle_count = sum(p.size for p in create_paddle(name).parameters() if not p.stop_gradient)
-    assert round(torch_count / 1e6, 1) == PAPER_MILLIONS[name]
-    assert paddle_count == torch_count
 
 
 @pytest.mark.parametrize("sa_type", ("pairwise", "patchwise"))
