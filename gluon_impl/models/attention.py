@@ -20,6 +20,17 @@ channels (the original infers them at the first call), so the parameter shapes a
 before any forward pass; and the mask branch up-samples to the size of the tensor it came
 from (``BilinearResize2D`` with ``mode='like'``, align_corners=True) instead of a size fixed
 at construction, so any input size that survives the strides works.
+
+Parameter counts (``parity_tests/test_paper_tables.py``): every depth has exactly the original
+code's count, and Attention-56 and -92 exactly that of the authors' Caffe prototxts
+(fwang91/residual-attention-network, ``Attention-{56,92}-deploy.prototxt``), whose layer shapes
+are these: 31,810,728 and 52,466,344 learnable parameters with 1000 classes, BN scale and
+shift included. The paper reports 31.9M and 51.3M (Table 4), 0.09M more and 1.17M (2.2%) less;
+no way of counting gives both (with the BN running statistics Attention-56 has 31.9M but
+Attention-92 52.6M; without BN, or without the classifier, both are further off). The paper
+does not describe its CIFAR networks (Attention-92 1.9M, -236 5.1M, -452 8.6M); the CIFAR
+variant here is the original code's (after tengshaofeng's 32x32 network: 128/256/512-channel
+stages, a 1024-channel head), 4.6 to 6.7 times those sizes.
 """
 from mxnet.gluon import nn
 

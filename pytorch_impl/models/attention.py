@@ -12,6 +12,8 @@ MXNet computes (../shared/docs/framework-semantics.md):
 * ``BilinearResize2D`` is align_corners=True with interpolation weights computed in float32
   (:func:`bilinear_resize_like`), which float64 parity can see;
 * Gluon's Dense flattens its input: here ``features`` ends with an explicit ``Flatten``.
+
+Parameter counts are those of the Gluon model, explained in :mod:`gluon_impl.models.attention`.
 """
 import functools
 
