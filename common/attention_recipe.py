@@ -22,9 +22,10 @@ import numpy as np
 
 from . import labels, runs
 from .checkpoint import CheckpointError
-from .convert import ConversionError, from_canonical, match_state, to_canonical
+from .convert import ConversionError, match_state
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .fit import check_resume, fit
+from .formats import convert_state, format_of, read_state
 from .mixup import MixupSampler, mixup
 from .schedules import gluoncv_lr
 
@@ -141,12 +142,8 @@ class Targets:
 def read_weights(path, framework, shapes):
     """The weights of a Gluon, PyTorch or Paddle checkpoint under ``framework``'s names,
     checked against the model's ``shapes`` (what ``--init-from`` starts from)."""
-    from scripts.convert import framework_of, read_state
-    source = framework_of(path)
-    state = read_state(path, source)
-    names = "pytorch" if source == "safetensors" else source
-    if names != framework:
-        state = from_canonical(to_canonical(state, names), framework, shapes)
+    source = format_of(path)
+    state = convert_state(read_state(path, source), source, framework, shapes)
     match_state(state, shapes, what=path)
     return state
 

@@ -82,8 +82,8 @@ def canonical_name(name, framework):
     return _join(head, _RENAMES[framework].get(leaf, leaf))
 
 
-def _is_paddle_linear_weight(name, value):
-    return np.ndim(value) == 2 and _split(name)[1] == "weight"
+def _is_paddle_linear_weight(name, shape):
+    return len(shape) == 2 and _split(name)[1] == "weight"
 
 
 def to_canonical(state, framework, report=None):
@@ -99,13 +99,28 @@ def to_canonical(state, framework, report=None):
                 report.dropped.append(name)
             continue
         canonical = canonical_name(name, framework)
-        if framework == "paddle" and _is_paddle_linear_weight(name, value):
+        if framework == "paddle" and _is_paddle_linear_weight(name, np.shape(value)):
             value = np.ascontiguousarray(np.asarray(value).T)
             if report is not None:
                 report.transposed.append(name)
         if canonical != name and report is not None:
             report.renamed.append((name, canonical))
         out[canonical] = value
+    return out
+
+
+def canonical_shapes(shapes, framework):
+    """``{framework name: shape}`` -> ``{PyTorch name: shape in PyTorch's layout}``: the
+    shapes :func:`to_canonical` would give that state (``num_batches_tracked`` dropped)."""
+    _check_framework(framework)
+    out = {}
+    for name, shape in shapes.items():
+        if _split(name)[1] in _DROPPED.get(framework, ()):
+            continue
+        shape = tuple(shape)
+        if framework == "paddle" and _is_paddle_linear_weight(name, shape):
+            shape = shape[::-1]
+        out[canonical_name(name, framework)] = shape
     return out
 
 
@@ -120,7 +135,7 @@ def from_canonical(state, framework, target_shapes, report=None):
     for name, value in state.items():
         native = native_of.get(name, name)
         if framework == "paddle" and native in target_shapes and \
-                _is_paddle_linear_weight(native, np.empty(target_shapes[native], dtype=np.uint8)):
+                _is_paddle_linear_weight(native, target_shapes[native]):
             value = np.ascontiguousarray(np.asarray(value).T)
             if report is not None:
                 report.transposed.append(native)

@@ -5,14 +5,23 @@ folder registers constructors with ``@register_model``. The folder is imported t
 time a model is listed or created, so adding a family needs no other edit.
 """
 import importlib
+import json
 import pkgutil
 
 
 class Registry:
-    def __init__(self, framework, models_package):
+    """The models of one framework (``framework``: 'gluon', 'paddle' or 'pytorch'), whose
+    families live in ``models_package``; ``weights_module`` is the framework's module with
+    ``shapes_of(name, **kwargs)`` ({name: shape} without allocating weights) and
+    ``load_weights(model, state, left=())`` (put ``state`` into ``model``, return it in eval
+    mode), imported when weights are first needed."""
+
+    def __init__(self, framework, models_package, weights_module):
         self.framework, self.models_package = framework, models_package
+        self.weights_module = weights_module
         self._constructors = {}
         self._loaded = False
+        self._shapes = {}
 
     def register(self, fn):
         """Decorator: register ``fn`` under its own name."""
@@ -33,22 +42,52 @@ class Registry:
         self._load()
         return sorted(self._constructors)
 
-    def create_model(self, name, **kwargs):
-        """Build model ``name`` with the keyword arguments of its constructor."""
+    def _constructor(self, name):
         self._load()
         if name not in self._constructors:
             raise KeyError(f"{self.framework} has no model {name!r}; available: "
                            f"{', '.join(sorted(self._constructors)) or 'none'}")
-        return self._constructors[name](**kwargs)
+        return self._constructors[name]
 
+    def shapes(self, name, **kwargs):
+        """``{name: shape}`` of model ``name`` built with ``kwargs``, without allocating its
+        weights; built once per process."""
+        key = (name, self._constructor(name), json.dumps(kwargs, sort_keys=True))
+        if key not in self._shapes:
+            self._shapes[key] = importlib.import_module(self.weights_module).shapes_of(name, **kwargs)
+        return dict(self._shapes[key])
 
-def input_size(name, **kwargs):
-    """The square input side a registered model expects: 32 for the CIFAR variants,
-    ``img_size`` for UPANets (32 or 64), 128 for the AlexNets, 224 for ImageNet models."""
-    if name.endswith("_cifar"):
-        return 32
-    if name.startswith("upanets"):
-        return kwargs.get("img_size", 32)
-    if name.startswith("alexnet"):
-        return 128
-    return 224
+    def create_model(self, name, pretrained=None, **kwargs):
+        """Build model ``name`` with the keyword arguments of its constructor.
+
+        With ``pretrained`` (a checkpoint of any supported format, written by any of the
+        three frameworks), its weights are loaded, converted on the fly, and the model is
+        returned in eval mode; ``num_classes`` defaults to the checkpoint's, and a different
+        one keeps every tensor but the classifier's, which keeps its initialisation."""
+        constructor = self._constructor(name)
+        if pretrained is None:
+            return constructor(**kwargs)
+        from .formats import state_for_model
+        state, kwargs, left = state_for_model(pretrained, self.framework, name, kwargs,
+                                              lambda kw: self.shapes(name, **kw))
+        weights = importlib.import_module(self.weights_module)
+        return weights.load_weights(constructor(**kwargs), state, left)
+
+    def load_model(self, path, **kwargs):
+        """The model a checkpoint holds, with its weights, in eval mode: the model card
+        beside ``path`` (``model.json``) names the model and its constructor's arguments;
+        without one the model is identified from the tensors. ``kwargs`` override the card's
+        (``num_classes=N`` to fine-tune to another number of classes)."""
+        from .convert import canonical_shapes, to_canonical
+        from .formats import format_of, identify, names_of, read_state
+        from .specs import read_model_card
+        card = read_model_card(path)
+        if card is not None:
+            name, kwargs = card["model"], {**card.get("kwargs", {}), **kwargs}
+        else:
+            fmt = format_of(path)
+            canonical = to_canonical(read_state(path, fmt), names_of(fmt))
+            name, found = identify(canonical, self.list_models(), lambda n, kw: canonical_shapes(
+                self.shapes(n, **kw), self.framework), {k: v for k, v in kwargs.items() if k != "num_classes"})
+            kwargs = {**found, **kwargs}
+        return self.create_model(name, pretrained=path, **kwargs)

@@ -1,11 +1,8 @@
 """Gluon checkpoints as ``{name: ndarray}``: structural names of ``save_parameters``, the
 ``arg:``/``aux:`` names of ``export`` mapped onto them, model shapes and loading."""
-import os
-import tempfile
-
 import mxnet as mx
 
-from common.checkpoint import save_gluon_params
+from common.convert import ConversionError
 
 def model_shapes(model):
     """``{structural name: shape}``; a 0 marks a dimension Gluon infers at the first call."""
@@ -33,16 +30,22 @@ def structural_names(model, state):
         out[by_prefixed.get(_unprefixed(bare), name)] = value
     return out
 
-def load_weights(model, state, ctx=None):
-    """Load ``{structural name: ndarray}`` into ``model`` with ``load_parameters`` (strict)."""
-    fd, path = tempfile.mkstemp(suffix=".params")
-    os.close(fd)
-    try:
-        save_gluon_params(state, path)
-        model.load_parameters(path, ctx=ctx or mx.cpu())
-    finally:
-        os.unlink(path)
+def load_weights(model, state, left=(), ctx=None):
+    """Load ``{structural name: ndarray}`` into ``model`` (initialised first where it is
+    not) and return it. Every parameter must be in ``state``, but those named in ``left``,
+    which keep their initialisation (a classifier for another number of classes)."""
+    params = model._collect_params_with_prefix()
+    missing, unexpected = sorted(set(params) - set(state) - set(left)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ConversionError(f"the state does not fit the model: missing {missing}, unexpected {unexpected}")
+    ctx = ctx or mx.cpu()
+    for p in params.values():
+        if p._data is None:
+            p.initialize(ctx=ctx)
+    for name, value in state.items():
+        params[name].set_data(mx.nd.array(value, dtype=value.dtype, ctx=ctx))
     return model
+
 
 def predict(model, images):
     """Logits of an N x 3 x H x W batch (inference mode), as numpy."""

@@ -1,8 +1,10 @@
-"""The PaddlePaddle implementations: ``create_model(name, **kwargs)`` and ``list_models()``
+"""The PaddlePaddle implementations: ``create_model(name, pretrained=None, **kwargs)``,
+``load_model(path)`` and ``list_models()``
 over the families in ``paddle_impl/models/`` (the same names in every framework)."""
 from common.registry import Registry
 
-_registry = Registry("paddle", __name__ + ".models")
+_registry = Registry("paddle", __name__ + ".models", __name__ + ".weights")
 register_model = _registry.register
 create_model = _registry.create_model
 list_models = _registry.list_models
+load_model = _registry.load_model

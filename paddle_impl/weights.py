@@ -1,6 +1,10 @@
 """Paddle model shapes without allocating weights, loading and inference."""
+import warnings
+
 import numpy as np
 import paddle
+
+from common.convert import ConversionError
 
 
 def model_shapes(model):
@@ -14,10 +18,17 @@ def shapes_of(name, **kwargs):
         return model_shapes(create_model(name, **kwargs))
 
 
-def load_weights(model, state):
-    """Load ``{name: ndarray}`` into ``model`` and return it in eval mode. Names and shapes
-    must have been checked (Paddle only warns on a mismatch)."""
-    model.set_state_dict({k: np.ascontiguousarray(v) for k, v in state.items()})
+def load_weights(model, state, left=()):
+    """Load ``{name: ndarray}`` into ``model`` and return it in eval mode. Every tensor of
+    the model must be in ``state`` (Paddle itself only warns), but those named in ``left``,
+    which keep their initialisation (a classifier for another number of classes)."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state) - set(left)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ConversionError(f"the state does not fit the model: missing {missing}, unexpected {unexpected}")
+    with warnings.catch_warnings():  # Paddle warns about each tensor ``left`` keeps
+        warnings.simplefilter("ignore")
+        model.set_state_dict({k: np.ascontiguousarray(v) for k, v in state.items()})
     return model.eval()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from common.checkpoint import CheckpointError, atomic_open
+from common.convert import ConversionError
 
 TRAINING_CHECKPOINT_KEYS = ("state_dict", "model", "net")
 #: The global a weights-only load refused, in torch's wordings: "Unsupported global: GLOBAL
@@ -66,9 +67,15 @@ def shapes_of(name, **kwargs):
         return model_shapes(create_model(name, **kwargs))
 
 
-def load_weights(model, state):
-    """Load ``{name: ndarray}`` into ``model`` (strict) and return it in eval mode."""
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+def load_weights(model, state, left=()):
+    """Load ``{name: ndarray}`` into ``model`` and return it in eval mode. Every tensor of
+    the model must be in ``state``, but those named in ``left``, which keep their
+    initialisation (a classifier for another number of classes)."""
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
+    missing = sorted(set(missing) - set(left))
+    if missing or unexpected:
+        raise ConversionError(f"the state does not fit the model: missing {missing}, unexpected {unexpected}")
     return model.eval()
 
 

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 
+from common.formats import EXTENSION
+
 
 CHILD = r"""
 import json, sys, time
@@ -48,9 +50,9 @@ def make_source(model, folder):
     files = {"pytorch": os.path.join(folder, "src.pth")}
     torch.save(net.state_dict(), files["pytorch"])
     del net
-    for fmt, ext in (("gluon", ".params"), ("paddle", ".pdparams"), ("safetensors", ".safetensors")):
+    for fmt in ("gluon", "paddle", "safetensors"):
         if fmt == "safetensors" or model in importlib.import_module(f"{fmt}_impl").list_models():
-            files[fmt] = os.path.join(folder, f"src{ext}")
+            files[fmt] = os.path.join(folder, f"src{EXTENSION[fmt]}")
             convert(files["pytorch"], files[fmt], model)
     return files
 
@@ -60,7 +62,6 @@ def main(argv=None):
     parser.add_argument("--model", default="attention92")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    ext = {"pytorch": ".pth", "gluon": ".params", "paddle": ".pdparams", "safetensors": ".safetensors"}
     with tempfile.TemporaryDirectory() as folder:
         files = make_source(args.model, folder)
         size = os.path.getsize(files["pytorch"])
@@ -71,7 +72,7 @@ def main(argv=None):
             for dst_fmt in files:
                 if dst_fmt == src_fmt:
                     continue
-                dst = os.path.join(folder, f"out{ext[dst_fmt]}")
+                dst = os.path.join(folder, f"out{EXTENSION[dst_fmt]}")
                 runs = [json.loads(subprocess.run([sys.executable, "-c", CHILD, src, dst, args.model],
                                                   check=True, capture_output=True, text=True).stdout.splitlines()[-1])
                         for _ in range(args.repeat)]

@@ -22,9 +22,8 @@ from common.san_recipe import SMALL_IMAGE_KERNELS
 from common.loader import BatchLoader
 from common.checkpoint import CheckpointError
 from common.convert import ConversionError
-from scripts.convert import convert, read_state
-
-EXTENSION = {"gluon": ".params", "paddle": ".pdparams", "pytorch": ".pth"}
+from common.formats import EXTENSION
+from scripts.convert import convert, logits
 
 
 @dataclass
@@ -91,17 +90,6 @@ def test_images(args, test_transform):
     transform = test_transform(train_set.mean, train_set.std)
     images = np.concatenate([x for x, _ in BatchLoader(test_set, 128, transform, workers=0).epoch(0)])
     return images, test_set.labels, test_set.num_classes
-
-
-def logits(framework, model, kwargs, checkpoint, images):
-    impl = importlib.import_module(f"{framework}_impl")
-    weights = importlib.import_module(f"{framework}_impl.weights")
-    net = impl.create_model(model, **kwargs)
-    state = read_state(checkpoint, framework)
-    if framework == "gluon":
-        state = weights.structural_names(net, state)
-    net = weights.load_weights(net, state)
-    return np.concatenate([weights.predict(net, images[i:i + 64]) for i in range(0, len(images), 64)])
 
 
 def run_job(job, args):

@@ -15,6 +15,7 @@ import gluon_impl
 import paddle_impl
 import pytorch_impl
 from common.checkpoint import load_gluon_params, load_pdparams, save_gluon_params
+from common.specs import SPECS, ModelSpec
 from parity_tests.tolerances import assert_close
 from pytorch_impl.layers import BatchNorm2d
 import scripts.convert as convert_cli
@@ -62,10 +63,16 @@ def _gluon_tiny(num_classes=10):
     return net
 
 
+def tiny_spec(name):
+    return ModelSpec(name, "tiny", "pytorch", 32, (0.5,) * 3, (0.25,) * 3, 10, "output")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def tiny_models():
-    """Register 'tiny_cifar' (input 32) in every framework for the duration of this module."""
+    """Register 'tiny_cifar' (input 32) in every framework, with its spec, for the duration
+    of this module."""
     registered = []
+    SPECS["tiny_cifar"] = tiny_spec("tiny_cifar")
     for impl, ctor in ((pytorch_impl, TorchTiny), (gluon_impl, _gluon_tiny), (paddle_impl, PaddleTiny)):
         impl.list_models()
         impl._registry._constructors["tiny_cifar"] = ctor
@@ -73,6 +80,7 @@ def tiny_models():
     yield
     for impl in registered:
         impl._registry._constructors.pop("tiny_cifar")
+    SPECS.pop("tiny_cifar")
 
 
 @pytest.fixture
@@ -190,10 +198,12 @@ def test_gluon_export_files(tmp_path, capsys):
 def test_identification_lists_candidates_when_ambiguous(tmp_path, torch_file, capsys):
     path, _ = torch_file
     pytorch_impl._registry._constructors["tiny_twin"] = TorchTiny
+    SPECS["tiny_twin"] = tiny_spec("tiny_twin")
     try:
         code, _, err = _run(capsys, path, tmp_path / "x.params")
     finally:
         pytorch_impl._registry._constructors.pop("tiny_twin")
+        SPECS.pop("tiny_twin")
     assert code == 1 and "fit several models; pass --model: tiny_cifar, tiny_twin" in err
     assert not (tmp_path / "x.params").exists()
 
