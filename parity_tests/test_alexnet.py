@@ -23,7 +23,7 @@ from common.loader import BatchLoader
 from common.mixup import MixupSampler, mixup
 from common.schedules import cosine_lr
 from paddle_impl import train_alexnet as paddle_recipe
-from parity_tests.tolerances import assert_close, assert_same_argmax
+from parity_tests.tolerances import assert_close, assert_float32_roundoff, assert_same_argmax
 from pytorch_impl import train_alexnet as torch_recipe
 
 MODELS = ("alexnet", "alexnet_simam")
@@ -115,13 +115,14 @@ def test_forward_float64(float64_pair):
 
 def assert_float32_port_matches(paddle_net, name, images, what, exact_count=None):
     """The float32 port against the native model's exact logits (the same weights in
-    float64; on the first ``exact_count`` images when given) at the float32 tolerance, and
-    the same argmax as the native float32 model on every image.
+    float64; on the first ``exact_count`` images when given) by the whole-network float32
+    rule of ``parity_tests/tolerances.py``, and the same argmax as the native float32 model
+    on every image.
 
     Two float32 runs are not compared elementwise: each framework's own float32 round-off
-    on these logits is already 30-95% of the float32 tolerance (measured against float64,
-    random weights and inputs), so their difference can reach twice it without any
-    semantic difference, which the float64 tests rule out."""
+    on these logits is 0.2-1.8 float32 tolerances (measured against float64, random weights,
+    random and CIFAR inputs), so their difference can reach several without any semantic
+    difference, which the float64 tests rule out."""
     native32, port32 = forward(paddle_net, port(paddle_net, name), images)
     native64 = paddle_model(name, np.float64)
     native64.set_state_dict({k: v.astype(np.float64) for k, v in numpy_state(paddle_net).items()})
@@ -129,7 +130,7 @@ def assert_float32_port_matches(paddle_net, name, images, what, exact_count=None
     some = slice(exact_count)
     with paddle.no_grad():
         exact = native64(paddle.to_tensor(images[some].astype(np.float64))).numpy()
-    assert_close(port32[some], exact, np.float32, f"{what}: float32 port vs native")
+    assert_float32_roundoff(port32[some], native32[some], exact, f"{what}: float32 port vs native")
     assert_same_argmax(port32, native32, f"{what}: float32 predictions")
     return port32
 

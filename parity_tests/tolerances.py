@@ -10,14 +10,17 @@ Two frameworks agree on a tensor when, elementwise,
 
 Predictions on real images must have the same argmax.
 
-One case cannot meet the float32 tolerance in any framework: a whole deep network in train
-mode, whose batch statistics make it ill-conditioned. There float32 itself is off the float64
-result by more than the tolerance (measured, in units of it: PyTorch 1.4-10 on the Residual
-Attention Networks and 1-8 on UPANets16; MXNet 4-90), so two implementations cannot agree to
-it either. :func:`assert_float32_roundoff` then holds the port to the float64 result: within
-the tolerance where the native framework's own float32 result is, else within
-``ROUNDOFF_FACTOR`` times the native's error on the same inputs (measured: a port's error
-reached 1.9 times the native's).
+A whole deep network cannot be held to the float32 tolerance: its float32 result is off the
+float64 one by about the tolerance or more in every framework (measured, in units of it:
+train mode, whose batch statistics make the network ill-conditioned, PyTorch 1.4-10 on the
+Residual Attention Networks and 1-8 on UPANets16, MXNet 4-90; eval mode of AlexNet(-SimAM)
+with random weights on an AMD EPYC host, Paddle 0.22-0.96 and PyTorch's oneDNN
+convolutions 0.48-1.84, each of its convolutions alone 0.35-0.57), so two implementations
+cannot agree to it either. :func:`assert_float32_roundoff` then holds the port to the float64
+result: within ``ROUNDOFF_FACTOR`` times the native's own error on the same inputs, or times
+the tolerance where the native is within it (measured: a port's error reached 1.9 times the
+native's where that was over the tolerance, and 1.84 tolerances where the native was within
+it). Single layers and blocks are held to the tolerance itself.
 """
 import numpy as np
 
@@ -70,13 +73,14 @@ def assert_close(actual, expected, dtype, what="tensor"):
 
 
 def assert_float32_roundoff(port32, native32, native64, what="tensor"):
-    """Assert a port's float32 result is as close to the float64 one as float32 allows: within
-    the float32 tolerance where the native framework's own float32 result (``native32``
-    against ``native64``, same inputs and weights) is, else within ``ROUNDOFF_FACTOR`` times
-    the native's error. Returns the two errors, in units of the float32 tolerance."""
+    """Assert a whole network's float32 result in a port is as close to the float64 one as
+    float32 allows: within ``ROUNDOFF_FACTOR`` times the error of the native framework's own
+    float32 result (``native32`` against ``native64``, same inputs and weights), or times the
+    float32 tolerance where the native is within it. Returns the two errors, in units of the
+    float32 tolerance."""
     native = tolerance_units(native32, native64, np.float32)
     port = tolerance_units(port32, native64, np.float32)
-    allowed = 1.0 if native <= 1 else ROUNDOFF_FACTOR * native
+    allowed = ROUNDOFF_FACTOR * max(native, 1.0)
     if not port <= allowed:
         raise AssertionError(
             f"{what}: the port's float32 is {port:.2f} float32 tolerances off the float64 result, "
