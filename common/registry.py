@@ -73,21 +73,25 @@ class Registry:
         weights = importlib.import_module(self.weights_module)
         return weights.load_weights(constructor(**kwargs), state, left)
 
-    def load_model(self, path, **kwargs):
-        """The model a checkpoint holds, with its weights, in eval mode: the model card
-        beside ``path`` (``model.json``) names the model and its constructor's arguments;
-        without one the model is identified from the tensors. ``kwargs`` override the card's
-        (``num_classes=N`` to fine-tune to another number of classes)."""
+    def resolve_checkpoint(self, path, **kwargs):
+        """``(name, kwargs)`` of the model a checkpoint holds: from the model card beside
+        ``path`` (``model.json``), else identified from the tensors (``num_classes`` read off
+        the classifier); ``kwargs`` override them."""
         from .convert import canonical_shapes, to_canonical
         from .formats import format_of, identify, names_of, read_state
         from .specs import read_model_card
         card = read_model_card(path)
         if card is not None:
-            name, kwargs = card["model"], {**card.get("kwargs", {}), **kwargs}
-        else:
-            fmt = format_of(path)
-            canonical = to_canonical(read_state(path, fmt), names_of(fmt))
-            name, found = identify(canonical, self.list_models(), lambda n, kw: canonical_shapes(
-                self.shapes(n, **kw), self.framework), {k: v for k, v in kwargs.items() if k != "num_classes"})
-            kwargs = {**found, **kwargs}
+            return card["model"], {**card.get("kwargs", {}), **kwargs}
+        fmt = format_of(path)
+        canonical = to_canonical(read_state(path, fmt), names_of(fmt))
+        name, found = identify(canonical, self.list_models(), lambda n, kw: canonical_shapes(
+            self.shapes(n, **kw), self.framework), {k: v for k, v in kwargs.items() if k != "num_classes"})
+        return name, {**found, **kwargs}
+
+    def load_model(self, path, **kwargs):
+        """The model a checkpoint holds (:meth:`resolve_checkpoint`), with its weights, in
+        eval mode; ``kwargs`` override the card's (``num_classes=N`` to fine-tune to another
+        number of classes)."""
+        name, kwargs = self.resolve_checkpoint(path, **kwargs)
         return self.create_model(name, pretrained=path, **kwargs)

@@ -251,6 +251,17 @@ def imagenet_test(mean, std, size=224, resize=256):
     return Compose([ShorterSide(resize), CenterCrop(size), Normalize(mean, std)])
 
 
+def inference(size, mean, std, resize=pil_resize):
+    """The test transform of a recipe for an image of any size: an ImageNet-size model
+    (``size`` 224 and up) as :func:`imagenet_test` (the shorter side to ``size * 256 / 224``,
+    then the centre crop); a smaller one resizes the whole image to ``size`` x ``size`` with
+    ``resize`` (an image of that size passes unchanged, as in the CIFAR recipes' test
+    transform; AlexNet's recipe resizes with :func:`resize_image`)."""
+    if size >= 224:
+        return imagenet_test(mean, std, size, round(size * 256 / 224))
+    return Compose([Resize(size, resize=resize), Normalize(mean, std)])
+
+
 class ShorterSide:
     """torchvision's ``Resize(size)`` with an int: the shorter side becomes ``size`` and the
     longer ``int(size * long / short)`` (truncated), resampled with :func:`pil_resize`."""

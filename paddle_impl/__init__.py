@@ -1,6 +1,6 @@
-"""The PaddlePaddle implementations: ``create_model(name, pretrained=None, **kwargs)``,
-``load_model(path)`` and ``list_models()``
-over the families in ``paddle_impl/models/`` (the same names in every framework)."""
+"""The PaddlePaddle implementations of the families in ``paddle_impl/models/``, under the same
+names in every framework: ``create_model(name, pretrained=None, **kwargs)``,
+``load_model(path)``, ``resolve_checkpoint(path)`` and ``list_models()``."""
 from common.registry import Registry
 
 _registry = Registry("paddle", __name__ + ".models", __name__ + ".weights")
@@ -8,3 +8,4 @@ register_model = _registry.register
 create_model = _registry.create_model
 list_models = _registry.list_models
 load_model = _registry.load_model
+resolve_checkpoint = _registry.resolve_checkpoint

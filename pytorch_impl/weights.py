@@ -2,6 +2,7 @@
 atomic saving, and model shapes without allocating weights."""
 import pickle
 import re
+import struct
 import zipfile
 
 import numpy as np
@@ -32,7 +33,7 @@ def load_pth(path):
         found = REFUSED_GLOBAL.search(str(e))
         what = f"it would run {found.group(1)}" if found else "it is not a tensors-only pickle"
         raise CheckpointError(f"{path}: refused: {what} (nothing was run)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, struct.error) as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({message})") from None
     if isinstance(obj, dict):
