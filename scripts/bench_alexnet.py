@@ -11,8 +11,8 @@ plain AlexNet in each framework.
 """
 import argparse
 import os
-import statistics
-import time
+
+from scripts.timing import interleaved
 
 
 def parse_args(argv=None):
@@ -25,21 +25,6 @@ def parse_args(argv=None):
     if args.threads < 1 or args.iters < 1 or args.batch_size < 1 or args.warmup < 0:
         parser.error("--threads, --iters and --batch-size must be at least 1, --warmup >= 0")
     return args
-
-
-def interleaved(cases, iters, warmup):
-    """Median seconds of each callable in ``cases`` ({name: fn}), timed in turn."""
-    names = list(cases)
-    for _ in range(warmup):
-        for name in names:
-            cases[name]()
-    times = {name: [] for name in names}
-    for i in range(iters):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            start = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None):
