@@ -1,5 +1,5 @@
 """The MXNet Gluon implementations: ``create_model(name, pretrained=None, **kwargs)``,
-``load_model(path)`` and ``list_models()``
+``load_model(path)``, ``load_checkpoint(model, name, path, **kwargs)`` and ``list_models()``
 over the families in ``gluon_impl/models/`` (the same names in every framework)."""
 from common.registry import Registry
 
@@ -8,3 +8,4 @@ register_model = _registry.register
 create_model = _registry.create_model
 list_models = _registry.list_models
 load_model = _registry.load_model
+load_checkpoint = _registry.load_checkpoint
