@@ -100,20 +100,28 @@ class Session:
 
 def train(framework, args, create_model, Session):
     """The whole run of a train script with the parsed ``args`` and its framework's
-    ``Session`` (a subclass of :class:`Session`): train (or resume) in the run folder, then
-    :func:`finish`. Returns the best test accuracy."""
+    ``Session`` (a subclass of :class:`Session`): build ``create_model(name, **kwargs)`` (the
+    recipe's initialisation, seeded; ``--num-classes``, by default the dataset's), load
+    ``--initial-checkpoint`` over it, write the model card, train (or resume) in the run
+    folder, then :func:`finish`. Returns the best test accuracy."""
     name = f"{framework}-{args.model}"
     log_dir = runs.default_log_dir(args, name)
     if args.resume:
         check_resume(log_dir, Session)  # fail before loading data
     Session.seed(args.seed)
     train_set, test, train_loader, test_loader = runs.build_loaders(args, *recipe_transforms())
-    session = Session(create_model(args.model, num_classes=train_set.num_classes), args,
-                      train_set.num_classes)
+    kwargs = {"num_classes": runs.model_classes(args, train_set)}
+    model = create_model(args.model, **kwargs)
+    started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
+    session = Session(model, args, kwargs["num_classes"])
     log = runs.RunLog(log_dir, name, resume=args.resume)
     try:
         log.info("%s %s on %s: %d train / %d test images, %d classes; %s", framework, args.model,
                  args.dataset, len(train_set), len(test), train_set.num_classes, vars(args))
+        if started:
+            log.info(started)
+        runs.write_run_card(log_dir, framework, args.model, kwargs, train_set, test_loader,
+                            f"{framework}_impl.train_alexnet")
         result = fit(args, log, session, train_loader, test_loader, lr_at(args))
         # a resumed run that had no epoch left evaluates what it ended with
         last = result.last or evaluate(session, test_loader, args.max_batches)

@@ -5,8 +5,8 @@ PyTorch port so that both read the same flags, batches, schedule and targets.
 * flags: ``--model``/``--num-layers``, ``--momentum``, ``--optimizer`` sgd|nag, ``--lr-mode``
   step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mix-up``/``--alpha``
   (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--norm-stats``,
-  ``--ctx``, ``--dtype``, ``--init-from``, ``--stop-after``, plus
-  :func:`common.runs.add_common_args`;
+  ``--ctx``, ``--dtype``, ``--stop-after``, plus :func:`common.runs.add_common_args` (where
+  ``--init-from`` is this family's older spelling of ``--initial-checkpoint``);
 * images: pad-4 random crop of 32 and flip, normalised as :func:`recipe_transforms` says;
 * the learning rate of MXNet update ``num_update`` (1 for the first step) from
   :func:`common.schedules.gluoncv_lr`, set at every iteration;
@@ -21,11 +21,8 @@ import os
 import numpy as np
 
 from . import labels, runs
-from .checkpoint import CheckpointError
-from .convert import ConversionError, match_state
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .fit import check_resume, fit
-from .formats import convert_state, format_of, read_state
 from .mixup import MixupSampler, mixup
 from .schedules import gluoncv_lr
 
@@ -61,11 +58,10 @@ def build_parser(framework, models, add_args=None):
     g.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs of this invocation (the schedule still "
                         "spans --epochs; continue with --resume)")
-    g.add_argument("--init-from", default=None,
-                   help="start from these weights (.params, .pth or .pdparams) instead of MSRAPrelu")
     if add_args is not None:
         add_args(parser)
-    runs.add_common_args(parser, epochs=200, batch_size=64, lr=0.1, wd=1e-4, save_period=10)
+    runs.add_common_args(parser, checkpoint_aliases=("--init-from",), epochs=200, batch_size=64,
+                         lr=0.1, wd=1e-4, save_period=10)
     return parser
 
 
@@ -139,27 +135,27 @@ class Targets:
         return mixup(images, dense, self.sampler(epoch, index))
 
 
-def read_weights(path, framework, shapes):
-    """The weights of a Gluon, PyTorch or Paddle checkpoint under ``framework``'s names,
-    checked against the model's ``shapes`` (what ``--init-from`` starts from)."""
-    source = format_of(path)
-    state = convert_state(read_state(path, source), source, framework, shapes)
-    match_state(state, shapes, what=path)
-    return state
-
-
 class Session:
     """The recipe's half of a session for :func:`common.fit.fit`, written once for both
     frameworks: images in ``--dtype``, dense smoothed (and mixed) targets for training.
 
-    A framework's subclass builds ``model`` and the optimizer from ``(args, num_classes)``,
-    has fit's checkpoint methods, and names its steps on numpy arrays:
-    ``train_step(images, targets, lr)`` (one update on dense targets) and
-    ``eval_step(images, labels)``, each returning (summed loss, logits)."""
+    A framework's subclass builds ``model`` with ``kwargs`` (:func:`model_kwargs`) and the
+    recipe's initialisation, loads ``--initial-checkpoint`` over it with
+    :meth:`start_from_checkpoint`, builds the optimizer, has fit's checkpoint methods, and
+    names its steps on numpy arrays: ``train_step(images, targets, lr)`` (one update on dense
+    targets) and ``eval_step(images, labels)``, each returning (summed loss, logits)."""
 
     def __init__(self, args, num_classes):
         self.dtype = np.dtype(args.dtype)
         self.targets = Targets(args, num_classes)
+        self.kwargs = model_kwargs(num_classes)
+        self.started = None  # what start_from_checkpoint logs
+
+    def start_from_checkpoint(self, framework, args):
+        """``--initial-checkpoint`` over the initialised ``model``
+        (:func:`common.runs.load_initial_checkpoint`)."""
+        self.started = runs.load_initial_checkpoint(args, framework, self.model, args.model,
+                                                    self.kwargs)
 
     def train_batch(self, images, labels, lr, epoch, batch):
         images, dense = self.targets(images.astype(self.dtype), labels, epoch, batch)
@@ -171,10 +167,16 @@ class Session:
         return loss, logits.argmax(1)
 
 
+def model_kwargs(num_classes):
+    """The constructor's arguments of the recipe's model for ``num_classes`` classes."""
+    return {"num_classes": num_classes}
+
+
 def train(framework, argv, Session, models, board=None, add_args=None):
     """The whole run of a train script: parse ``argv`` (``models``: the registry's names,
     ``add_args``: the framework's own flags), build the loaders, the framework's
-    ``Session(args, num_classes)`` and :func:`common.fit.fit` it in the run folder.
+    ``Session(args, num_classes)`` (``--num-classes``, by default the dataset's), write the
+    model card and :func:`common.fit.fit` the session in the run folder.
     ``board(log_dir)`` replaces the TensorBoard writer (Gluon: mxboard). Returns the best
     test accuracy."""
     parser = build_parser(framework, models, add_args)
@@ -185,12 +187,9 @@ def train(framework, argv, Session, models, board=None, add_args=None):
         check_resume(log_dir, Session)  # fail before loading data
     train_set, test_set, train_loader, test_loader = runs.build_loaders(
         args, *recipe_transforms(args.norm_stats))
-    try:
-        session = Session(args, train_set.num_classes)
-    except (CheckpointError, ConversionError) as e:
-        raise SystemExit(f"error: --init-from: {e}") from None
+    session = Session(args, runs.model_classes(args, train_set))
     # the board after the session: mxboard's protobufs clash with those of a torch imported
-    # later (by --init-from a .pth)
+    # later (by --initial-checkpoint a .pth)
     log = runs.RunLog(log_dir, name, resume=args.resume, tensorboard=board is None)
     if board is not None:
         log.board = board(log_dir)
@@ -200,6 +199,10 @@ def train(framework, argv, Session, models, board=None, add_args=None):
                  framework, args.model, args.dataset, len(train_set), len(test_set),
                  "resuming" if args.resume else "start",
                  f"mixup in the first {mixed} epochs" if mixed else "no mixup", vars(args))
+        if session.started:
+            log.info(session.started)
+        runs.write_run_card(log_dir, framework, args.model, session.kwargs, train_set, test_loader,
+                            f"{framework}_impl.train_attention")
         result = fit(args, log, session, train_loader, test_loader, lr_at(args), args.stop_after)
         log.info("done: best val_acc %.4f at epoch %d; run folder %s", result.best_acc,
                  result.best_epoch, os.path.abspath(log_dir))

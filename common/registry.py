@@ -57,6 +57,15 @@ class Registry:
             self._shapes[key] = importlib.import_module(self.weights_module).shapes_of(name, **kwargs)
         return dict(self._shapes[key])
 
+    def _pretrained_state(self, name, path, kwargs):
+        """:func:`common.formats.state_for_model` of checkpoint ``path`` for model ``name``
+        built here with ``kwargs``: ``(state, kwargs, left)``."""
+        from .formats import state_for_model
+        return state_for_model(path, self.framework, name, kwargs, lambda kw: self.shapes(name, **kw))
+
+    def _load_weights(self, model, state, left):
+        return importlib.import_module(self.weights_module).load_weights(model, state, left)
+
     def create_model(self, name, pretrained=None, **kwargs):
         """Build model ``name`` with the keyword arguments of its constructor.
 
@@ -67,11 +76,20 @@ class Registry:
         constructor = self._constructor(name)
         if pretrained is None:
             return constructor(**kwargs)
-        from .formats import state_for_model
-        state, kwargs, left = state_for_model(pretrained, self.framework, name, kwargs,
-                                              lambda kw: self.shapes(name, **kw))
-        weights = importlib.import_module(self.weights_module)
-        return weights.load_weights(constructor(**kwargs), state, left)
+        state, kwargs, left = self._pretrained_state(name, pretrained, kwargs)
+        return self._load_weights(constructor(**kwargs), state, left)
+
+    def load_checkpoint(self, model, name, path, **kwargs):
+        """Put the weights of checkpoint ``path`` (any format, written by any framework) into
+        ``model``, registered model ``name`` already built and initialised with ``kwargs``
+        (``num_classes`` included): every tensor, or every tensor but the classifier's when
+        ``num_classes`` differs from the checkpoint's (the classifier keeps its
+        initialisation). Returns the names of the tensors left. A PyTorch or Paddle model
+        is left in eval mode, as ``create_model(pretrained=...)`` returns it."""
+        self._constructor(name)
+        state, _, left = self._pretrained_state(name, path, kwargs)
+        self._load_weights(model, state, left)
+        return left
 
     def resolve_checkpoint(self, path, **kwargs):
         """``(name, kwargs)`` of the model a checkpoint holds: from the model card beside

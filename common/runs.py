@@ -3,28 +3,37 @@ loaders they describe, a run folder with a log file, per-epoch metrics and Tenso
 scalars, and progress bars.
 
 A run folder (``--log-dir``) holds ``train.log`` (what the console shows), ``metrics.jsonl``
-(one JSON object per epoch, easy to plot or compare), TensorBoard event files, and the
-checkpoints the script writes (``model-last.*`` every epoch, ``model-best.*`` at the best
-validation accuracy, ``train-state.*`` for ``--resume``), each written atomically
-(:mod:`common.checkpoint`).
+(one JSON object per epoch, easy to plot or compare), TensorBoard event files, the model
+card ``model.json`` (:func:`write_run_card`) and the checkpoints the script writes
+(``model-last.*`` every epoch, ``model-best.*`` at the best validation accuracy,
+``train-state.*`` for ``--resume``), each written atomically (:mod:`common.checkpoint`).
+
+Fine-tuning: ``--initial-checkpoint`` starts the model from a checkpoint of any format
+written by any framework (:func:`load_initial_checkpoint`), and ``--num-classes`` sets the
+classes the model predicts (:func:`model_classes`); when they differ from the checkpoint's,
+only the classifier keeps the recipe's initialisation.
 """
+import importlib
 import json
 import logging
 import os
 import sys
 import time
 
+import numpy as np
 from tqdm import tqdm
 
-from . import transforms
-from .checkpoint import atomic_open
+from . import specs, transforms
+from .checkpoint import CheckpointError, atomic_open
+from .convert import ConversionError
 from .data import DATASETS, DEFAULT_DATASET, get_dataset
 from .loader import BatchLoader
 
 
-def add_common_args(parser, **defaults):
+def add_common_args(parser, checkpoint_aliases=(), **defaults):
     """The flags every train script has; ``defaults`` overrides a recipe's values
-    (e.g. ``lr=0.1, batch_size=128``)."""
+    (e.g. ``lr=0.1, batch_size=128``); ``checkpoint_aliases`` are further spellings of
+    ``--initial-checkpoint`` (the Residual Attention scripts' ``--init-from``)."""
     d = dict(dataset=DEFAULT_DATASET, epochs=1, batch_size=64, lr=0.1, wd=1e-4, seed=0, workers=2,
              log_dir=None, save_period=1)
     d.update(defaults)
@@ -45,6 +54,14 @@ def add_common_args(parser, **defaults):
     g.add_argument("--resume", action="store_true", help="continue the run in --log-dir")
     g.add_argument("--max-batches", type=int, default=None,
                    help="stop each epoch after N batches (smoke runs)")
+    g.add_argument("--initial-checkpoint", *checkpoint_aliases, dest="initial_checkpoint",
+                   default=None, metavar="PATH",
+                   help="start from these weights (.params, .pdparams, .pth, .pt or .safetensors, "
+                        "written by any framework) instead of the recipe's initialisation; "
+                        "not read with --resume")
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="classes the model predicts (default: the dataset's); when it differs "
+                        "from --initial-checkpoint's, only the classifier is re-initialised")
     return parser
 
 
@@ -162,5 +179,66 @@ def parse(parser, argv=None):
             parser.error(f"--{flag.replace('_', '-')} must be at least {least}")
     if args.dataset != "digits" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data-dir (the folder of its official files)")
+    if args.num_classes is not None and args.num_classes < 1:
+        parser.error("--num-classes must be at least 1")
     return args
+
+
+def model_classes(args, dataset):
+    """The number of classes the model predicts: ``--num-classes``, by default the
+    dataset's. Fewer than the dataset's labels could not be trained: one line on stderr and
+    exit status 2, as a bad flag."""
+    classes = dataset.num_classes if args.num_classes is None else args.num_classes
+    if classes < dataset.num_classes:
+        print(f"error: --num-classes {classes} is smaller than the {dataset.num_classes} classes "
+              f"of {dataset.name}", file=sys.stderr)
+        raise SystemExit(2)
+    return classes
+
+
+def one_line(message, width=400):
+    """A (multi-line) error message on one line: its lines joined by '; ', cut at ``width``
+    characters (a list of mismatched tensors says how many there are first)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    line = lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+    return line if len(line) <= width else line[:width - 4] + " ..."
+
+
+def load_initial_checkpoint(args, framework, model, name, kwargs):
+    """Put ``--initial-checkpoint``'s weights into ``model``, registered model ``name`` that
+    the recipe built and initialised in ``framework`` with ``kwargs`` (``num_classes``
+    included), through the framework's ``load_checkpoint``: every tensor, or every tensor but
+    the classifier's when the checkpoint has another number of classes. Returns the line the
+    run logs about it (None without the flag). With ``--resume`` the checkpoint is not read:
+    the run continues from its own weights. A checkpoint that cannot be read or does not fit
+    the model ends the run with one line: ``error: --initial-checkpoint: ...``.
+
+    PyTorch and Paddle models come back in eval mode: every session sets the training mode
+    at each step."""
+    path = args.initial_checkpoint
+    if not path:
+        return None
+    if args.resume:
+        return f"--resume: continuing from the run's own weights; --initial-checkpoint {path} is not read"
+    load_checkpoint = importlib.import_module(f"{framework}_impl").load_checkpoint
+    try:
+        left = load_checkpoint(model, name, path, **kwargs)
+    except (CheckpointError, ConversionError) as e:
+        raise SystemExit(f"error: --initial-checkpoint: {one_line(e)}") from None
+    if left:
+        return (f"started from {path}; {', '.join(left)} re-initialised for "
+                f"{kwargs['num_classes']} classes")
+    return f"started from {path}"
+
+
+def write_run_card(log_dir, framework, name, kwargs, train_set, test_loader, recipe):
+    """Write the run's model card ``log_dir/model.json`` (:func:`common.specs.model_card`):
+    model ``name`` of ``framework`` built with ``kwargs``, the side of the images the test
+    transform makes and its normalisation, the training set's class names, and ``recipe``
+    (the script's module). The main process calls it before the first checkpoint."""
+    transform = test_loader.transform
+    mean, std = transforms.normalization(transform)
+    side = transform(test_loader.dataset.images[0], np.random.default_rng(0)).shape[-1]
+    specs.write_model_card(log_dir, specs.model_card(
+        name, framework, kwargs, mean, std, train_set.classes, recipe, input_size=side))
 

@@ -217,8 +217,10 @@ def quiet_log(log_dir):
 def train(framework, args, create_model, Session, seed, count_parameters, processes=Processes()):
     """The whole run of a SAN train script in this process of ``processes``, with the
     parsed ``args``: seed the framework (``seed(n)``), build this process's loaders and
-    ``create_model(name, **kwargs)``, and :func:`common.fit.fit` the framework's ``Session``
-    (a subclass of :class:`Session`); the main process (rank 0) alone writes the run folder.
+    ``create_model(name, **kwargs)`` (``--num-classes``, by default the dataset's), load
+    ``--initial-checkpoint`` over it (every process), and :func:`common.fit.fit` the
+    framework's ``Session`` (a subclass of :class:`Session`); the main process (rank 0) alone
+    writes the run folder, the model card first.
     ``count_parameters(model)`` gives the count for the log. Returns the best accuracy."""
     name = f"{framework}-{args.model}"
     log_dir = runs.default_log_dir(args, name)
@@ -226,9 +228,11 @@ def train(framework, args, create_model, Session, seed, count_parameters, proces
         check_resume(log_dir, Session)  # fail before loading data
     seed(args.seed)
     train_set, test, train_loader, test_loader = build_loaders(args, processes)
-    model = create_model(args.model, num_classes=train_set.num_classes, layers=args.layers,
-                         kernels=args.kernels)
-    session = Session(model, args, train_set.num_classes, processes)
+    kwargs = dict(num_classes=runs.model_classes(args, train_set), layers=args.layers,
+                  kernels=args.kernels)
+    model = create_model(args.model, **kwargs)
+    started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
+    session = Session(model, args, kwargs["num_classes"], processes)
     main = processes.rank == 0
     log = runs.RunLog(log_dir, name, resume=args.resume) if main else quiet_log(log_dir)
     try:
@@ -236,6 +240,11 @@ def train(framework, args, create_model, Session, seed, count_parameters, proces
                  "%d parameters, run folder %s", framework, args.model, args.dataset,
                  len(train_set), len(test), train_set.num_classes, processes.world,
                  processes.device, count_parameters(model), log_dir)
+        if started:
+            log.info(started)
+        if main:
+            runs.write_run_card(log_dir, framework, args.model, kwargs, train_set, test_loader,
+                                f"{framework}_impl.train_san")
         result = fit(args, log, session, train_loader, test_loader, lr_at(args),
                      reduce=processes.all_reduce, main=main)
         log.info("best val_acc %.4f at epoch %d", result.best_acc, result.best_epoch)

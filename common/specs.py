@@ -91,12 +91,13 @@ def model_card(name, framework, kwargs, mean=None, std=None, classes=None, recip
                input_size=None):
     """What a later user of a checkpoint of model ``name`` needs: the registry name, the
     framework that wrote it, the constructor's ``kwargs`` (``num_classes`` included), the
-    input side and the normalisation of [0, 1] pixels (the spec's unless given), the class
-    names and the recipe (e.g. the train script's module)."""
+    input side, the normalisation of [0, 1] pixels (the spec's unless given), the class
+    names and the recipe (e.g. the train script's module). ``input_size`` is the spec's
+    unless given (a run records the side its test images have)."""
     model_spec = spec(name)
     return {"model": name, "framework": framework, "kwargs": dict(kwargs),
             "num_classes": int(kwargs.get("num_classes", model_spec.num_classes)),
-            "input_size": int(input_size or model_spec.input_side(**kwargs)),
+            "input_size": int(model_spec.input_side(**kwargs) if input_size is None else input_size),
             "mean": [float(m) for m in (model_spec.mean if mean is None else mean)],
             "std": [float(s) for s in (model_spec.std if std is None else std)],
             "classes": None if classes is None else [str(c) for c in classes],

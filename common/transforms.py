@@ -212,6 +212,17 @@ class Normalize:
         return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def normalization(transform):
+    """``(mean, std)`` of the :class:`Normalize` step of ``transform`` (a :class:`Compose`
+    or a :class:`Normalize`), in [0, 1] pixel units: the float32 values it subtracts and
+    divides by (stored for [0, 255] pixels) over 255, as float tuples."""
+    steps = transform.transforms if isinstance(transform, Compose) else [transform]
+    found = [t for t in steps if isinstance(t, Normalize)]
+    if len(found) != 1:
+        raise ValueError(f"expected one Normalize step in {transform!r}, found {len(found)}")
+    return (tuple(float(m) / 255 for m in found[0].mean), tuple(float(s) / 255 for s in found[0].std))
+
+
 # --------------------------------------------------------------------------- recipes
 def cifar_train(mean, std, size=32, pad=4):
     """Pad-``pad`` random crop and flip (CIFAR recipes; Tiny ImageNet uses size 64, pad 8)."""

@@ -52,23 +52,32 @@ def lr_at(args):
 
 def train(framework, argv, create_model, Session, seed, count_parameters, board=None):
     """The whole run of a UPANets train script: parse ``argv``, seed the framework
-    (``seed(n)``), build the loaders and ``create_model(name, **kwargs)``, and
-    :func:`common.fit.fit` the framework's ``Session(model, args)`` in the run folder.
-    ``count_parameters(model)`` gives the trainable count for the log; ``board(log_dir)``
-    replaces the TensorBoard writer (Gluon: mxboard). Returns the best test accuracy."""
+    (``seed(n)``), build the loaders and ``create_model(name, **kwargs)`` (the recipe's
+    initialisation; ``--num-classes``, by default the dataset's), load
+    ``--initial-checkpoint`` over it, write the model card, and :func:`common.fit.fit` the
+    framework's ``Session(model, args)`` in the run folder. ``count_parameters(model)`` gives
+    the trainable count for the log; ``board(log_dir)`` replaces the TensorBoard writer
+    (Gluon: mxboard, opened after the checkpoint is read: its protobufs clash with those of a
+    torch imported later). Returns the best test accuracy."""
     args = parse(framework, argv)
     seed(args.seed)
     train_set, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
+    kwargs = dict(num_classes=runs.model_classes(args, train_set), img_size=args.img_size,
+                  blocks=args.blocks)
+    model = create_model(args.model, **kwargs)
+    started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
     log_dir = runs.default_log_dir(args, f"{framework}-{args.model}")
     log = runs.RunLog(log_dir, f"{framework}_upanets", resume=args.resume, tensorboard=board is None)
     if board is not None:
         log.board = board(log_dir)
     try:
-        model = create_model(args.model, num_classes=len(train_set.classes), img_size=args.img_size,
-                             blocks=args.blocks)
         log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
                  args.dataset, len(train_set), len(test), count_parameters(model),
                  os.path.abspath(log_dir))
+        if started:
+            log.info(started)
+        runs.write_run_card(log_dir, framework, args.model, kwargs, train_set, test_loader,
+                            f"{framework}_impl.train_upanets")
         result = fit(args, log, Session(model, args), train_loader, test_loader, lr_at(args))
         log.info("best test accuracy %.4f", result.best_acc)
     finally:

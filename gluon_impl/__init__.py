@@ -1,6 +1,7 @@
 """The MXNet Gluon implementations of the families in ``gluon_impl/models/``, under the same
 names in every framework: ``create_model(name, pretrained=None, **kwargs)``,
-``load_model(path)``, ``resolve_checkpoint(path)`` and ``list_models()``."""
+``load_model(path)``, ``resolve_checkpoint(path)``,
+``load_checkpoint(model, name, path, **kwargs)`` and ``list_models()``."""
 from common.registry import Registry
 
 _registry = Registry("gluon", __name__ + ".models", __name__ + ".weights")
@@ -9,3 +10,4 @@ create_model = _registry.create_model
 list_models = _registry.list_models
 load_model = _registry.load_model
 resolve_checkpoint = _registry.resolve_checkpoint
+load_checkpoint = _registry.load_checkpoint

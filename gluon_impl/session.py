@@ -4,7 +4,8 @@ and its dashboard scalars, through mxboard."""
 import mxnet as mx
 
 from common.checkpoint import atomic_path, load_gluon_params, save_gluon_params
-from common.convert import upgrade_names
+from common.convert import match_state, upgrade_names
+from gluon_impl import weights
 
 
 class RunFiles:
@@ -17,7 +18,11 @@ class RunFiles:
             self.model.save_parameters(tmp)
 
     def load_weights(self, path):
-        self.model.load_parameters(path, ctx=self.ctx)
+        """The run's own weights (this project's older names upgraded), checked against the
+        model's shapes, copied into its parameters (their dtype and context)."""
+        state = upgrade_names(load_gluon_params(path))
+        match_state(state, weights.model_shapes(self.model), path)
+        weights.load_weights(self.model, state, ctx=self.ctx)
 
     def momentum_slots(self):
         """{parameter name: the index of its state in the Trainer's updater}."""

@@ -7,9 +7,11 @@ targets, ImageNet mean/std normalisation.
     python -m gluon_impl.train_attention --dataset cifar10 --data-dir ../shared/data/cifar10-mini
 
 The run folder (``--log-dir``) gets ``train.log``, ``metrics.jsonl``, mxboard scalars,
-``model-last.params`` / ``model-best.params`` (``save_parameters``; weights only), and the
-resume state ``train-state.json`` + ``train-state.params`` (momentum buffers by parameter
-name), all written atomically. ``--resume`` continues exactly where it stopped.
+``model-last.params`` / ``model-best.params`` (``save_parameters``; weights only), the model
+card ``model.json``, and the resume state ``train-state.json`` + ``train-state.params``
+(momentum buffers by parameter name), all written atomically. ``--resume`` continues exactly
+where it stopped; ``--initial-checkpoint`` (or ``--init-from``) starts from any framework's
+weights.
 """
 import mxnet as mx
 from mxnet import autograd, gluon
@@ -17,7 +19,6 @@ from mxnet import autograd, gluon
 from common import attention_recipe as recipe
 from gluon_impl import create_model, list_models
 from gluon_impl.session import MxboardScalars, RunFiles
-from gluon_impl.weights import model_shapes
 
 
 class Session(RunFiles, recipe.Session):
@@ -29,11 +30,10 @@ class Session(RunFiles, recipe.Session):
         index = recipe.gpu_index(args.ctx)
         self.ctx = mx.cpu() if index is None else mx.gpu(index)
         mx.random.seed(args.seed)
-        self.model = create_model(args.model, num_classes=num_classes)
+        self.model = create_model(args.model, **self.kwargs)
         self.model.initialize(mx.init.MSRAPrelu(), ctx=self.ctx)
         self.model.cast(args.dtype)
-        if args.init_from:
-            self.load_weights(args.init_from)
+        self.start_from_checkpoint("gluon", args)
         self.model.hybridize()
         self.trainer = gluon.Trainer(self.model.collect_params(), args.optimizer, {
             "learning_rate": args.lr, "momentum": args.momentum, "wd": args.wd})
@@ -55,13 +55,6 @@ class Session(RunFiles, recipe.Session):
     def eval_step(self, images, labels):
         logits = self.model(self.array(images))
         return float(self.loss(logits, self.array(labels)).sum().asscalar()), logits.asnumpy()
-
-    def load_weights(self, path):
-        """Weights from a Gluon, PyTorch or Paddle checkpoint."""
-        params = self.model._collect_params_with_prefix()
-        state = recipe.read_weights(path, "gluon", model_shapes(self.model))
-        for name, p in params.items():
-            p.set_data(mx.nd.array(state[name], dtype=p.dtype, ctx=self.ctx))
 
 
 def main(argv=None):

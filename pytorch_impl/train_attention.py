@@ -3,14 +3,14 @@
 targets and gluoncv schedule as ``gluon_impl.train_attention``, MXNet's SGD/NAG rules
 (:class:`pytorch_impl.mxnet_optim.MXNetSGD`, gradients of the summed loss rescaled by 1 / batch
 as the Gluon Trainer does) and an MSRAPrelu initialisation drawn from torch's generator. From
-the same weights (``--init-from``) it reproduces the Gluon run numerically (``--dtype float64``
+the same weights (``--initial-checkpoint``, or ``--init-from``) it reproduces the Gluon run numerically (``--dtype float64``
 for the proof).
 
     python -m pytorch_impl.train_attention --num-layers 56 --epochs 200 --mix-up 1 --alpha 1.0
 
 The run folder gets ``train.log``, ``metrics.jsonl``, TensorBoard scalars,
-``model-last.pth`` / ``model-best.pth`` (``state_dict`` only), the optimizer state
-``train-state.pth`` and ``train-state.json``, all written atomically; ``--resume`` continues
+``model-last.pth`` / ``model-best.pth`` (``state_dict`` only), the model card ``model.json``,
+the optimizer state ``train-state.pth`` and ``train-state.json``, all written atomically; ``--resume`` continues
 exactly.
 """
 import math
@@ -23,7 +23,6 @@ from common import attention_recipe as recipe
 from pytorch_impl import create_model, list_models
 from pytorch_impl.mxnet_optim import MXNetSGD
 from pytorch_impl.session import RunFiles
-from pytorch_impl.weights import model_shapes
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
@@ -65,20 +64,12 @@ class Session(RunFiles, recipe.Session):
         self.device = torch.device("cpu" if index is None else f"cuda:{index}")
         self.layout = LAYOUTS[args.memory_format]
         dtype = getattr(torch, args.dtype)
-        self.model = create_model(args.model, num_classes=num_classes).to(dtype)
+        self.model = create_model(args.model, **self.kwargs).to(dtype)
         msra_prelu_init(self.model, torch.Generator().manual_seed(args.seed))
-        if args.init_from:
-            self.load_initial_weights(args.init_from)
+        self.start_from_checkpoint("pytorch", args)
         self.model.to(device=self.device, memory_format=self.layout)
         self.optimizer = MXNetSGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
                                   wd=args.wd, nesterov=args.optimizer == "nag")
-
-    def load_initial_weights(self, path):
-        """Weights from a PyTorch, Gluon or Paddle checkpoint."""
-        state = recipe.read_weights(path, "pytorch", model_shapes(self.model))
-        dtype = next(self.model.parameters()).dtype
-        self.model.load_state_dict({k: torch.from_numpy(v.copy()).to(dtype)
-                                    for k, v in state.items()})
 
     def tensor(self, x):
         return torch.from_numpy(x).to(self.device).contiguous(memory_format=self.layout)

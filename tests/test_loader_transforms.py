@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from common import transforms as T
 from common.data import get_dataset
 from common.loader import BatchLoader
+from parity_tests.tolerances import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,18 @@ def test_flip_probability_and_normalize():
     out = T.Normalize((0.1, 0.2, 0.3), (0.5, 0.25, 0.2))(image)
     expected = (image / 255.0 - np.array([0.1, 0.2, 0.3])) / np.array([0.5, 0.25, 0.2])
     assert out.shape == (3, 2, 3) and np.allclose(out, expected.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_normalization_reads_the_pipelines_normalize_step():
+    """A recipe's mean/std in [0, 1] units, read back off its pipeline (Normalize keeps them
+    for [0, 255] pixels), whichever recipe built it."""
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.2)
+    for transform in (T.alexnet_test(mean, std), T.cifar_train(mean, std), T.Normalize(mean, std)):
+        got_mean, got_std = T.normalization(transform)
+        assert_close(got_mean, mean, np.float32, f"mean of {transform!r}")
+        assert_close(got_std, std, np.float32, f"std of {transform!r}")
+    with pytest.raises(ValueError, match="expected one Normalize step"):
+        T.normalization(T.Compose([T.HorizontalFlip()]))
 
 
 @pytest.mark.parametrize("size", [(130, 130), (16, 20), (7, 45)])

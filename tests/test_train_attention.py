@@ -143,9 +143,9 @@ def test_bad_flags_fail_clearly(framework, tmp_path, capsys):
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit, match="nothing to continue"):
         main(framework)(["--log-dir", str(tmp_path / "empty"), "--resume"])
-    with pytest.raises(SystemExit, match=r"--init-from: .*missing.params: no such file"):
-        main(framework)(["--log-dir", str(tmp_path / "run"),
-                         "--init-from", str(tmp_path / "missing.params")])
+    for flag in ("--initial-checkpoint", "--init-from"):  # the family's older spelling
+        with pytest.raises(SystemExit, match=r"^error: --initial-checkpoint: .*missing.params: no such file$"):
+            main(framework)(["--log-dir", str(tmp_path / "run"), flag, str(tmp_path / "missing.params")])
 
 
 def test_normalisation_is_the_originals():

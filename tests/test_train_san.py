@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from common.loader import BatchLoader
 from common.san_recipe import Processes, ShardLoader, build_loaders, parse_args
+from parity_tests.tolerances import assert_close
 from pytorch_impl import create_model
 from pytorch_impl import train_san
 
@@ -150,6 +151,11 @@ def test_two_process_cpu_ddp_on_an_image_folder_resumes_exactly(tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1]
     # the metrics cover the 6 validation images once each, as one process sees them
     assert_validation(rows[1], straight, flags, num_classes=2)
+    # process 0's model card: the validation crop's side, ImageNet's statistics, the folders
+    card = json.loads((straight / "model.json").read_text())
+    assert (card["kwargs"], card["input_size"], card["classes"]) == \
+        ({"num_classes": 2, "layers": [1] * 5, "kernels": [3, 3, 3, 3, 1]}, 32, ["ant", "bee"])
+    assert_close(card["mean"], [0.485, 0.456, 0.406], np.float32, "card mean")
     train(*flags, "--epochs", "1", "--log-dir", str(resumed), launcher=TORCHRUN)
     train(*flags, "--epochs", "2", "--log-dir", str(resumed), "--resume", launcher=TORCHRUN)
     assert_same_weights(straight / "model-last.pth", resumed / "model-last.pth")
