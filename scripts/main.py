@@ -1,13 +1,16 @@
 """The suite's main job: for each model family, the native train script trains briefly on the
 embedded dataset, its checkpoint is converted to the other frameworks with the conversion
-CLI, and every port runs the test images. Ends with one table and exits non-zero if any
-port disagrees with the native model (a different prediction, or logits outside the float32
-parity tolerance).
+CLI, and every port runs the test images; the PyTorch model is exported to ONNX and run in
+onnxruntime, and the predict command classifies a few test images written as PNG files. Ends
+with one table and exits non-zero if any port or the ONNX file disagrees with the native
+model (a different prediction, or logits outside the float32 parity tolerance), or if the
+predict command's top-1 classes differ from the native model's.
 
     scripts/run main [--dataset digits] [--only NAME ...] [--out runs/main]
 """
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +62,7 @@ class Row:
     port_acc: dict
     differ: int
     max_diff: float
+    onnx_diff: float
     seconds: float
     ok: bool
 
@@ -92,6 +96,34 @@ def test_images(args, test_transform):
     return images, test_set.labels, test_set.num_classes
 
 
+def onnx_logits(model, kwargs, checkpoint, images, run_dir):
+    """Export the PyTorch model of ``checkpoint`` to ONNX in ``run_dir`` and run ``images``
+    through the file with onnxruntime."""
+    import pytorch_impl
+    from pytorch_impl.export import export_onnx, run_onnx
+    path = os.path.join(run_dir, "model.onnx")
+    export_onnx(pytorch_impl.create_model(model, pretrained=checkpoint, **kwargs), path, images.shape[-1])
+    return np.concatenate([run_onnx(path, images[i:i + 64]) for i in range(0, len(images), 64)])
+
+
+def predict_images(args, checkpoint, framework, native_logits, run_dir, count=4):
+    """Classify the first ``count`` test images, written as PNG files, with the predict
+    command; returns how many of its top-1 classes equal the native model's."""
+    from PIL import Image
+    from scripts import predict
+    folder = os.path.join(run_dir, "predict-images")
+    os.makedirs(folder, exist_ok=True)
+    test_set = get_dataset(args.dataset, "test", args.data_dir)
+    for i in range(count):
+        Image.fromarray(np.asarray(test_set.images[i])).save(os.path.join(folder, f"{i}.png"))
+    out = os.path.join(run_dir, "predict.json")
+    if predict.main([checkpoint, folder, "--framework", framework, "-k", "1", "--json", out]) != 0:
+        raise RuntimeError("the predict command failed")
+    with open(out) as f:
+        top1 = [row["top"][0]["index"] for row in json.load(f)]
+    return int((np.array(top1) == native_logits[:count].argmax(1)).sum())
+
+
 def run_job(job, args):
     from parity_tests.tolerances import assert_close
     start = time.perf_counter()
@@ -122,15 +154,28 @@ def run_job(job, args):
         except AssertionError as e:
             print(f"  DISAGREES: {e}")
             ok = False
-    return Row(job.model, job.native, native_acc, port_acc, differ, max_diff,
-               time.perf_counter() - start, ok and differ == 0)
+    torch_checkpoint = native_file if job.native == "pytorch" else os.path.join(run_dir, "converted.pth")
+    exported = onnx_logits(job.model, kwargs, torch_checkpoint, images, run_dir)
+    onnx_diff = float(np.abs(exported - native_logits).max())
+    differ += int((exported.argmax(1) != native_logits.argmax(1)).sum())
+    try:
+        assert_close(exported, native_logits, np.float32, f"{job.model} onnxruntime logits")
+    except AssertionError as e:
+        print(f"  DISAGREES: {e}")
+        ok = False
+    agree = predict_images(args, native_file, job.native, native_logits, run_dir)
+    print(f"  exported to ONNX: max |logit difference| to {job.native} {onnx_diff:.2e}; "
+          f"predict command: {agree} of 4 test images top-1 as the native model", flush=True)
+    return Row(job.model, job.native, native_acc, port_acc, differ, max_diff, onnx_diff,
+               time.perf_counter() - start, ok and differ == 0 and agree == 4)
 
 
 def table(rows):
-    header = ("model", "native", "native acc", "port acc", "differ", "max |dlogit|", "time", "")
+    header = ("model", "native", "native acc", "port acc", "differ", "max |dlogit|", "onnx |dlogit|",
+              "time", "")
     lines = [header] + [(r.model, r.native, f"{r.native_acc:.4f}",
                          ", ".join(f"{fw} {acc:.4f}" for fw, acc in r.port_acc.items()),
-                         str(r.differ), f"{r.max_diff:.2e}", f"{r.seconds:.0f} s",
+                         str(r.differ), f"{r.max_diff:.2e}", f"{r.onnx_diff:.2e}", f"{r.seconds:.0f} s",
                          "ok" if r.ok else ("FAILED" if r.native_acc != r.native_acc else "DISAGREES"))
                         for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -156,7 +201,7 @@ def main(argv=None):
             rows.append(run_job(job, args))
         except (RuntimeError, ValueError, CheckpointError, ConversionError) as e:
             print(f"  FAILED: {e}", flush=True)
-            rows.append(Row(job.model, job.native, float("nan"), {}, 0, float("nan"), 0.0, False))
+            rows.append(Row(job.model, job.native, float("nan"), {}, 0, float("nan"), float("nan"), 0.0, False))
     print()
     print(table(rows) if rows else "no model ran")
     return 0 if rows and all(r.ok for r in rows) else 1
