@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import pytorch_impl
+from common.checkpoint import save_safetensors
 from common.registry import input_size
 from parity_tests.tolerances import assert_close
 from pytorch_impl import san_ops
@@ -169,6 +170,16 @@ def test_cli_exports_and_checks_an_identified_checkpoint(checkpoint, tmp_path, c
     assert batch.dim_param and not batch.dim_value  # symbolic
     images = _images(2, 32)
     assert run_onnx(out_path, images).shape == (2, 7)
+
+
+def test_cli_reads_other_formats(tmp_path, capsys):
+    net = random_model("alexnet_simam", num_classes=5)
+    source = tmp_path / "simam.safetensors"
+    save_safetensors({k: v.numpy() for k, v in net.state_dict().items()}, source)
+    code, out, err = _run(capsys, source, "--onnx", tmp_path / "simam.onnx", "--model", "alexnet_simam")
+    assert code == 0, err
+    images = _images(2, 128)
+    assert_close(run_onnx(tmp_path / "simam.onnx", images), predict(net, images), np.float32, "from safetensors")
 
 
 def test_cli_keeps_an_existing_output_unless_forced(checkpoint, tmp_path, capsys):
