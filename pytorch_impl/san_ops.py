@@ -23,7 +23,21 @@ once and walks the ``k*k`` window offsets, reading a strided view of the padded 
 offset, and keeps only its padded input and weights for the backward pass. The subtractions
 unfold straight into their output (``C x k*k x L``, which is what they compute), negated and
 shifted in place, and keep nothing but shapes.
+
+Export: the ONNX exporter cannot trace the two autograd Functions (torch 2.13's TorchScript
+exporter stops on them with ``RuntimeError: unordered_map::at``). Inside :func:`export_mode`
+the three operators compute the same values from one ``F.unfold`` of the padded input each,
+all of it plain traceable operations (ONNX ``Pad`` in mode ``reflect`` or ``constant``, the
+exporter's ``im2col``, products and sums): aggregation as the unfolded windows times the
+broadcast weights, summed over the window; the subtractions as the centre minus the
+unfolded windows. This form is chosen over ONNX symbolics for the Functions because it is
+ordinary PyTorch, which the tests compare with the Functions in float64 and which
+onnxruntime runs with its standard kernels. It builds the whole ``C x k*k x L`` unfolded
+input (``k*k`` times the memory of the input, which the Functions avoid), so it serves only
+the export, never training; its batch dimension stays symbolic (``-1`` in every reshape).
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.autograd import Function
@@ -31,6 +45,22 @@ from torch.autograd import Function
 # the padding modes and output_size are part of this module's interface (re-exported)
 from common.windows import (REFLECT_PAD, ZERO_PAD, aggregation_geometry, check_padding,  # noqa: F401
                             output_size, subtraction_geometry, window_offsets)
+
+
+_export_form = False
+
+
+@contextlib.contextmanager
+def export_mode():
+    """Within this block (of this process, all threads), :func:`aggregation`,
+    :func:`subtraction` and :func:`subtraction2` use their traceable ``F.unfold`` form (see
+    the module docstring) instead of the autograd Functions."""
+    global _export_form
+    previous, _export_form = _export_form, True
+    try:
+        yield
+    finally:
+        _export_form = previous
 
 
 def pad(x, padding, pad_mode):
@@ -109,6 +139,11 @@ class _Subtraction2(Function):
 def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
     """Weighted sum of every window of ``x`` (see the module docstring): ``[N, C, Ho, Wo]``."""
     out_h, out_w = aggregation_geometry(x.shape, weight.shape, kernel_size, stride, padding, dilation)
+    if _export_form:
+        c, c_w, kk = x.shape[1], weight.shape[1], kernel_size * kernel_size
+        windows = F.unfold(pad(x, padding, pad_mode), kernel_size, dilation=dilation, stride=stride)
+        weighted = windows.view(-1, c // c_w, c_w, kk, out_h * out_w) * weight.unsqueeze(1)
+        return weighted.sum(3).view(-1, c, out_h, out_w)
     return _Aggregation.apply(pad(x, padding, pad_mode), weight.contiguous(),
                               kernel_size, stride, dilation, out_h, out_w)
 
@@ -116,6 +151,11 @@ def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_m
 def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
     """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``."""
     out_h, out_w = subtraction_geometry(x1.shape, x2.shape, kernel_size, stride, padding, dilation)
+    if _export_form:
+        c = x1.shape[1]
+        windows = F.unfold(pad(x2, padding, pad_mode), kernel_size, dilation=dilation, stride=stride)
+        centre = _centre(x1, stride, out_h, out_w).reshape(-1, c, 1, out_h * out_w)
+        return centre - windows.view(-1, c, kernel_size * kernel_size, out_h * out_w)
     return _Subtraction2.apply(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation,
                                out_h, out_w)
 

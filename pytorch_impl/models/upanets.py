@@ -22,8 +22,9 @@ from ..layers import BatchNorm1d, BatchNorm2d
 
 
 def layer_norm_chw(x):
-    """Layer norm over every axis but the batch one, without affine parameters (eps 1e-5)."""
-    return F.layer_norm(x, x.shape[1:])
+    """Layer norm over every axis but the batch one, without affine parameters (eps 1e-5).
+    The normalized shape is plain ints, so an ONNX trace records it as the constant it is."""
+    return F.layer_norm(x, [int(d) for d in x.shape[1:]])
 
 
 class CPA(nn.Module):
