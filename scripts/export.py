@@ -18,31 +18,26 @@ import numpy as np
 
 import pytorch_impl
 from common.checkpoint import CheckpointError
-from common.convert import ConversionError, ConversionReport
-from common.registry import input_size
+from common.convert import ConversionError
+from common.specs import input_size, read_model_card
 from parity_tests.tolerances import tolerance_units
 from pytorch_impl.export import DEFAULT_OPSET, export_onnx, run_onnx
-from pytorch_impl.weights import load_weights, predict
+from pytorch_impl.weights import predict
 
 
 def load_pytorch_model(path, model=None, **kwargs):
     """The PyTorch model of the checkpoint ``path`` (any format), with its weights, in eval
-    mode: ``(module, name, kwargs)``. ``model`` None: identified from the tensors, with
-    ``num_classes`` read off the classifier unless given."""
-    import scripts.convert as convert
-    fmt = convert.framework_of(path)
-    state = convert.read_state(path, fmt)
-    if fmt == "gluon" and any(":" in k or "." not in k for k in state):
-        state = convert.structural_gluon_state(state, model, kwargs)
-    canonical = convert.to_canonical(state, "pytorch" if fmt == "safetensors" else fmt, ConversionReport())
+    mode, and the side of its input images: ``(module, name, kwargs, side)``. The model card
+    beside the checkpoint names the model and its input side; without one (or with
+    ``model``) the tensors identify the model and its spec gives the side."""
+    card = read_model_card(path)
     if model is None:
-        model, kwargs = convert.identify(canonical, kwargs)
+        model, kwargs = pytorch_impl.resolve_checkpoint(path, **kwargs)
     elif model not in pytorch_impl.list_models():
         raise ConversionError(f"unknown model {model!r}; registered: {', '.join(pytorch_impl.list_models())}")
-    else:
-        kwargs = convert.infer_num_classes(model, canonical, kwargs)
-    convert.match_state(canonical, convert.shapes("pytorch", model, kwargs), what=f"checkpoint {path}")
-    return load_weights(pytorch_impl.create_model(model, **kwargs), canonical), model, kwargs
+    net = pytorch_impl.create_model(model, pretrained=path, **kwargs)
+    side = card["input_size"] if card is not None and card["model"] == model else input_size(model, **kwargs)
+    return net, model, kwargs, side
 
 
 def check(net, path, size, seed=0, batch=2):
@@ -70,8 +65,7 @@ def main(argv=None):
     try:
         if os.path.exists(args.onnx) and not args.force:
             raise ConversionError(f"{args.onnx} exists; pass --force to replace it")
-        net, name, kwargs = load_pytorch_model(args.checkpoint, args.model, **kwargs)
-        size = input_size(name, **kwargs)
+        net, name, kwargs, size = load_pytorch_model(args.checkpoint, args.model, **kwargs)
         export_onnx(net, args.onnx, size, args.opset)
     except (CheckpointError, ConversionError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

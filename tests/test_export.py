@@ -15,7 +15,7 @@ import torch
 
 import pytorch_impl
 from common.checkpoint import save_safetensors
-from common.registry import input_size
+from common.specs import input_size
 from parity_tests.tolerances import assert_close
 from pytorch_impl import san_ops
 from pytorch_impl.export import DEFAULT_OPSET, export_onnx, run_onnx
