@@ -16,8 +16,9 @@ import paddle_impl
 import pytorch_impl
 from common import transforms
 from common.checkpoint import load_pdparams
-from common.convert import from_canonical, to_canonical
+from common.convert import to_canonical
 from common.data import IMAGENET_MEAN, IMAGENET_STD, get_dataset
+from common.formats import convert_state
 from common.labels import smooth_uniform, soft_cross_entropy
 from common.loader import BatchLoader
 from common.mixup import MixupSampler, mixup
@@ -48,7 +49,7 @@ def port(paddle_net, name, dtype=np.float32, **kwargs):
     """The PyTorch port holding ``paddle_net``'s weights, converted by common/convert.py."""
     net = pytorch_impl.create_model(name, **kwargs).to(TORCH_DTYPES[dtype])
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    state = from_canonical(to_canonical(numpy_state(paddle_net), "paddle"), "pytorch", shapes)
+    state = convert_state(numpy_state(paddle_net), "paddle", "pytorch", shapes)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     return net
 
@@ -92,14 +93,13 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     paddle.save(source.state_dict(), str(tmp_path / "a.pdparams"))
     torch_net = pytorch_impl.create_model("alexnet_simam")
     torch_shapes = {k: tuple(v.shape) for k, v in torch_net.state_dict().items()}
-    state = from_canonical(to_canonical(load_pdparams(tmp_path / "a.pdparams"), "paddle"),
-                           "pytorch", torch_shapes)
+    state = convert_state(load_pdparams(tmp_path / "a.pdparams"), "paddle", "pytorch", torch_shapes)
     torch_net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     torch.save(torch_net.state_dict(), tmp_path / "a.pth")
     back_net = paddle_model("alexnet_simam")
     back_shapes = {k: tuple(v.shape) for k, v in back_net.state_dict().items()}
     loaded = {k: v.numpy() for k, v in torch.load(tmp_path / "a.pth", weights_only=True).items()}
-    back = from_canonical(to_canonical(loaded, "pytorch"), "paddle", back_shapes)
+    back = convert_state(loaded, "pytorch", "paddle", back_shapes)
     back_net.set_state_dict(back)
     original = numpy_state(source)
     assert set(back) == set(original)

@@ -20,8 +20,9 @@ import torch
 from mxnet import autograd, gluon
 
 from common import labels, transforms
-from common.convert import from_canonical, match_state, to_canonical
+from common.convert import match_state, to_canonical
 from common.data import get_dataset
+from common.formats import convert_state
 from common.loader import BatchLoader
 from common.mixup import MixupSampler, mixup
 from common.schedules import gluoncv_lr
@@ -51,7 +52,7 @@ def torch_state(model):
 def gluon_to_torch(net, model):
     """Load the Gluon weights into the torch model, through the shared naming rules."""
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    state = from_canonical(to_canonical(gluon_state(net), "gluon"), "pytorch", shapes)
+    state = convert_state(gluon_state(net), "gluon", "pytorch", shapes)
     match_state(state, shapes)
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
                           strict=True)
@@ -331,14 +332,13 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
     net.save_parameters(str(tmp_path / "native.params"))
     model = create_torch("attention56_cifar", num_classes=NUM_CLASSES)
     torch_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = from_canonical(to_canonical(load_gluon_params(tmp_path / "native.params"), "gluon"),
-                           "pytorch", torch_shapes)
+    state = convert_state(load_gluon_params(tmp_path / "native.params"), "gluon", "pytorch", torch_shapes)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     torch.save(model.state_dict(), tmp_path / "port.pth")
     loaded = {k: v.numpy() for k, v in torch.load(tmp_path / "port.pth", weights_only=True).items()}
     back = create_gluon("attention56_cifar", num_classes=NUM_CLASSES)
     gluon_shapes = {k: p.shape for k, p in back._collect_params_with_prefix().items()}
-    save_gluon_params(from_canonical(to_canonical(loaded, "pytorch"), "gluon", gluon_shapes),
+    save_gluon_params(convert_state(loaded, "pytorch", "gluon", gluon_shapes),
                       tmp_path / "back.params")
     back.load_parameters(str(tmp_path / "back.params"))
     original = gluon_state(net)

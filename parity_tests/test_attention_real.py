@@ -13,8 +13,9 @@ import torch
 
 from common import attention_recipe
 from common.checkpoint import load_gluon_params
-from common.convert import from_canonical, match_state, to_canonical
+from common.convert import match_state
 from common.data import get_dataset
+from common.formats import convert_state
 from common.loader import BatchLoader
 from gluon_impl import create_model as create_gluon
 from parity_tests.tolerances import assert_close, assert_same_argmax
@@ -42,7 +43,7 @@ def test_gluon_trained_checkpoint_same_predictions_in_pytorch(cifar10_mini, tmp_
     net.hybridize()
     model = create_torch("attention56_cifar", num_classes=10)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = from_canonical(to_canonical(load_gluon_params(checkpoint), "gluon"), "pytorch", shapes)
+    state = convert_state(load_gluon_params(checkpoint), "gluon", "pytorch", shapes)
     match_state(state, shapes, what=str(checkpoint))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     model.eval()

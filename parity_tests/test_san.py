@@ -11,7 +11,8 @@ import paddle
 import pytest
 import torch
 
-from common.convert import from_canonical, match_state, to_canonical
+from common.convert import match_state, to_canonical
+from common.formats import convert_state
 from common.labels import smooth_uniform
 from common.schedules import cosine_lr
 from paddle_impl import create_model as create_paddle
@@ -67,7 +68,7 @@ def build_pair(sa_type, dtype):
     finally:
         paddle.set_default_dtype(default)
     shapes = paddle_shapes(p_model)
-    state = from_canonical(to_canonical(torch_state(t_model), "pytorch"), "paddle", shapes)
+    state = convert_state(torch_state(t_model), "pytorch", "paddle", shapes)
     match_state(state, shapes)
     p_model.set_state_dict(state)
     return t_model, p_model
@@ -113,8 +114,7 @@ def test_operators_forward_and_backward(geometry, pad_mode, dtype):
 def test_conversion_round_trip_is_bit_exact(pair64):
     t_model, p_model = pair64
     source = torch_state(t_model)
-    back = from_canonical(to_canonical(paddle_state(p_model), "paddle"), "pytorch",
-                          {k: v.shape for k, v in source.items()})
+    back = convert_state(paddle_state(p_model), "paddle", "pytorch", {k: v.shape for k, v in source.items()})
     assert set(back) == set(source)
     for k, v in source.items():
         assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k

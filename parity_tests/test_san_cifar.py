@@ -10,8 +10,9 @@ import paddle
 import torch
 
 from common import transforms
-from common.convert import from_canonical, match_state, to_canonical
+from common.convert import match_state
 from common.data import get_dataset
+from common.formats import convert_state
 from paddle_impl import create_model as create_paddle
 from parity_tests.tolerances import assert_close, assert_same_argmax
 from pytorch_impl import create_model as create_torch
@@ -33,7 +34,7 @@ def test_trained_on_cifar10_mini_same_predictions_in_paddle(cifar10_mini, tmp_pa
     t_model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     p_model = create_paddle("san10_patchwise", **REDUCED)
     shapes = {k: tuple(v.shape) for k, v in p_model.state_dict().items()}
-    converted = from_canonical(to_canonical(state, "pytorch"), "paddle", shapes)
+    converted = convert_state(state, "pytorch", "paddle", shapes)
     match_state(converted, shapes)
     p_model.set_state_dict(converted)
     t_model.eval(), p_model.eval()

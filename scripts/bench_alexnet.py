@@ -36,7 +36,7 @@ def main(argv=None):
 
     import paddle_impl
     import pytorch_impl
-    from common.convert import from_canonical, to_canonical
+    from common.formats import convert_state
     from common.labels import smooth_uniform
     from paddle_impl import train_alexnet as paddle_recipe
     from pytorch_impl import train_alexnet as torch_recipe
@@ -51,9 +51,7 @@ def main(argv=None):
     for name in ("alexnet", "alexnet_simam"):
         native = paddle_impl.create_model(name)
         ported = pytorch_impl.create_model(name)
-        shapes = {k: tuple(v.shape) for k, v in ported.state_dict().items()}
-        state = from_canonical(to_canonical({k: v.numpy() for k, v in native.state_dict().items()},
-                                            "paddle"), "pytorch", shapes)
+        state = convert_state({k: v.numpy() for k, v in native.state_dict().items()}, "paddle", "pytorch")
         ported.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         native_opt = paddle_recipe.make_optimizer(native, 5e-4, 1e-5)
         ported_opt = torch_recipe.make_optimizer(ported, 5e-4, 1e-5)
