@@ -15,6 +15,7 @@ import torch
 
 import pytorch_impl
 from common.checkpoint import save_safetensors
+from common.san_recipe import SMALL_IMAGE_KERNELS
 from common.specs import input_size
 from parity_tests.tolerances import assert_close
 from pytorch_impl import san_ops
@@ -32,9 +33,13 @@ SLOW = {"attention236", "attention452", "attention452_cifar", "san15_pairwise", 
 
 
 def _cases():
-    cases = [pytest.param(name, {}, id=name, marks=[pytest.mark.slow] if name in SLOW else [])
+    """(name, kwargs, input side): every model at its spec's side, UPANets at 64 and SAN
+    with the main job's small-image kernels at 32x32 (its last stages are 2x2 and 1x1)."""
+    cases = [pytest.param(name, {}, None, id=name, marks=[pytest.mark.slow] if name in SLOW else [])
              for name in pytorch_impl.list_models()]
-    return cases + [pytest.param("upanets16", {"img_size": 64}, id="upanets16-img64")]
+    return cases + [pytest.param("upanets16", {"img_size": 64}, None, id="upanets16-img64"),
+                    pytest.param("san10_pairwise", {"kernels": SMALL_IMAGE_KERNELS, "num_classes": 10}, 32,
+                                 id="san10_pairwise-32")]
 
 
 def random_model(name, seed=0, **kwargs):
@@ -59,10 +64,10 @@ def _images(batch, size, seed=1):
     return np.random.default_rng(seed).normal(size=(batch, 3, size, size)).astype(np.float32)
 
 
-@pytest.mark.parametrize("name, kwargs", _cases())
-def test_onnx_logits_equal_torch_on_another_batch_size(name, kwargs, tmp_path):
+@pytest.mark.parametrize("name, kwargs, size", _cases())
+def test_onnx_logits_equal_torch_on_another_batch_size(name, kwargs, size, tmp_path):
     net = random_model(name, **kwargs)
-    size = input_size(name, **kwargs)
+    size = size or input_size(name, **kwargs)
     path = tmp_path / f"{name}.onnx"
     export_onnx(net, path, size)
     images = _images(3, size)

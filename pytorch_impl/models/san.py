@@ -34,10 +34,18 @@ def conv1x1(in_planes, out_planes, bias=True):
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, bias=bias)
 
 
+def _coordinates(steps, dtype, device):
+    """``torch.linspace(-1, 1, steps)``; for one step torch's [-1] written out, because the
+    ONNX exporter writes linspace with a step of 2 / (steps - 1), which is NaN there."""
+    if int(steps) == 1:
+        return torch.full((1,), -1.0, dtype=dtype, device=device)
+    return torch.linspace(-1.0, 1.0, int(steps), dtype=dtype, device=device)
+
+
 def position_grid(height, width, dtype, device):
     """The two coordinate maps in [-1, 1] (x then y), shape [1, 2, H, W] (Sec. 3.1)."""
-    loc_w = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device).expand(height, width)
-    loc_h = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device)[:, None].expand(height, width)
+    loc_w = _coordinates(width, dtype, device).expand(height, width)
+    loc_h = _coordinates(height, dtype, device)[:, None].expand(height, width)
     return torch.stack([loc_w, loc_h])[None]
 
 
