@@ -152,15 +152,16 @@ def identify(canonical, names, shapes_of, kwargs=None):
                           + ", ".join(name for name, _ in matches))
 
 
-def state_for_model(path, framework, name, kwargs, shapes_of, fmt=None):
+def state_for_model(path, framework, name, kwargs, shapes_of, fmt=None, state=None):
     """The weights of checkpoint ``path`` (any format, written by any framework) for model
     ``name`` built in ``framework`` with ``kwargs``; ``shapes_of(kwargs)`` gives that model's
     ``{name: shape}``. Returns ``(state, kwargs, left)``: the state under ``framework``'s
     names, ``kwargs`` with ``num_classes`` (the checkpoint's when not given), and the names
     of the classifier's tensors left to the model's initialisation when ``num_classes``
-    differs from the checkpoint's. Raises ConversionError listing every mismatch."""
+    differs from the checkpoint's. ``state``: the file's :func:`read_state`, when a caller
+    has read it already. Raises ConversionError listing every mismatch."""
     fmt = format_of(path, fmt)
-    state = read_state(path, fmt)
+    state = read_state(path, fmt) if state is None else state
     if fmt == "gluon":
         state = structural_gluon_state(state, [(name, {k: v for k, v in kwargs.items() if k != "num_classes"})])
     canonical = to_canonical(state, names_of(fmt))

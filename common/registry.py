@@ -57,11 +57,12 @@ class Registry:
             self._shapes[key] = importlib.import_module(self.weights_module).shapes_of(name, **kwargs)
         return dict(self._shapes[key])
 
-    def _pretrained_state(self, name, path, kwargs):
-        """:func:`common.formats.state_for_model` of checkpoint ``path`` for model ``name``
-        built here with ``kwargs``: ``(state, kwargs, left)``."""
+    def _pretrained_state(self, name, path, kwargs, state=None):
+        """:func:`common.formats.state_for_model` of checkpoint ``path`` (``state``: as read
+        already) for model ``name`` built here with ``kwargs``: ``(state, kwargs, left)``."""
         from .formats import state_for_model
-        return state_for_model(path, self.framework, name, kwargs, lambda kw: self.shapes(name, **kw))
+        return state_for_model(path, self.framework, name, kwargs, lambda kw: self.shapes(name, **kw),
+                               state=state)
 
     def _load_weights(self, model, state, left):
         return importlib.import_module(self.weights_module).load_weights(model, state, left)
@@ -91,25 +92,31 @@ class Registry:
         self._load_weights(model, state, left)
         return left
 
-    def resolve_checkpoint(self, path, **kwargs):
-        """``(name, kwargs)`` of the model a checkpoint holds: from the model card beside
-        ``path`` (``model.json``), else identified from the tensors (``num_classes`` read off
-        the classifier); ``kwargs`` override them."""
+    def _resolve(self, path, kwargs):
+        """``(name, kwargs, state)``: :meth:`resolve_checkpoint`'s answer and the checkpoint
+        as read to identify it (None when the model card named the model)."""
         from .convert import canonical_shapes, to_canonical
         from .formats import format_of, identify, names_of, read_state
         from .specs import read_model_card
         card = read_model_card(path)
         if card is not None:
-            return card["model"], {**card.get("kwargs", {}), **kwargs}
-        fmt = format_of(path)
-        canonical = to_canonical(read_state(path, fmt), names_of(fmt))
+            return card["model"], {**card.get("kwargs", {}), **kwargs}, None
+        state = read_state(path)
+        canonical = to_canonical(state, names_of(format_of(path)))
         name, found = identify(canonical, self.list_models(), lambda n, kw: canonical_shapes(
             self.shapes(n, **kw), self.framework), {k: v for k, v in kwargs.items() if k != "num_classes"})
-        return name, {**found, **kwargs}
+        return name, {**found, **kwargs}, state
+
+    def resolve_checkpoint(self, path, **kwargs):
+        """``(name, kwargs)`` of the model a checkpoint holds: from the model card beside
+        ``path`` (``model.json``), else identified from the tensors (``num_classes`` read off
+        the classifier); ``kwargs`` override them."""
+        return self._resolve(path, kwargs)[:2]
 
     def load_model(self, path, **kwargs):
         """The model a checkpoint holds (:meth:`resolve_checkpoint`), with its weights, in
         eval mode; ``kwargs`` override the card's (``num_classes=N`` to fine-tune to another
-        number of classes)."""
-        name, kwargs = self.resolve_checkpoint(path, **kwargs)
-        return self.create_model(name, pretrained=path, **kwargs)
+        number of classes). The file is read once."""
+        name, kwargs, state = self._resolve(path, kwargs)
+        state, kwargs, left = self._pretrained_state(name, path, kwargs, state)
+        return self._load_weights(self._constructor(name)(**kwargs), state, left)
