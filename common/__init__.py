@@ -5,3 +5,8 @@ MXNet Gluon, PaddlePaddle and PyTorch train on the same batches with the same
 numbers: datasets and augmentation, LR schedules, mixup, label smoothing,
 checkpoint file formats and the weight-name conversion rules.
 """
+import warnings
+
+# Paddle warns at import that the C++-extension builder found no ccache: nothing here builds
+# C++ extensions, so it is noise on every command that imports Paddle after this package.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)

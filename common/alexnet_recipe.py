@@ -13,7 +13,7 @@ import os
 
 from . import plots, runs, transforms
 from .data import IMAGENET_MEAN, IMAGENET_STD
-from .fit import check_resume, evaluate, fit
+from .fit import evaluate, fit
 from .labels import smooth_uniform
 from .mixup import MixupSampler, mixup
 from .schedules import cosine_lr
@@ -22,10 +22,9 @@ MODELS = ("alexnet", "alexnet_simam")
 
 
 def build_parser(description):
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="alexnet_simam", choices=MODELS)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser = argparse.ArgumentParser(description=description, formatter_class=runs.HelpFormatter)
+    parser.add_argument("--model", default="alexnet_simam", choices=MODELS, help="registry name")
+    parser.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     parser.add_argument("--mixup-alpha", type=float, default=0.0,
                         help="mix each batch with its reverse, lambda ~ Beta(a, a); 0 = off")
     parser.add_argument("--grid", type=int, default=18, help="test images in predictions.png")
@@ -42,8 +41,6 @@ def parse_args(description, argv=None):
         parser.error("--label-smoothing must lie in [0, 1)")
     if args.mixup_alpha < 0:
         parser.error("--mixup-alpha must be >= 0")
-    if args.max_batches is not None and args.max_batches < 1:
-        parser.error("--max-batches must be at least 1")
     return args
 
 
@@ -98,43 +95,42 @@ class Session:
         return float(loss) * len(labels), logits.numpy().argmax(1)
 
 
-def train(framework, args, create_model, Session):
-    """The whole run of a train script with the parsed ``args`` and its framework's
-    ``Session`` (a subclass of :class:`Session`): build ``create_model(name, **kwargs)`` (the
-    recipe's initialisation, seeded; ``--num-classes``, by default the dataset's), load
+def train(framework, args, create_model, Session, argv=None):
+    """The whole run of a train script with the ``args`` parsed from ``argv`` and its
+    framework's ``Session`` (a subclass of :class:`Session`): claim the run folder
+    (:func:`common.runs.open_run`), build ``create_model(name, **kwargs)`` (the recipe's
+    initialisation, seeded; ``--num-classes``, by default the dataset's), load
     ``--initial-checkpoint`` over it, write the model card, train (or resume) in the run
     folder, then :func:`finish`. Returns the best test accuracy."""
-    name = f"{framework}-{args.model}"
-    log_dir = runs.default_log_dir(args, name)
-    if args.resume:
-        check_resume(log_dir, Session)  # fail before loading data
-    Session.seed(args.seed)
-    train_set, test, train_loader, test_loader = runs.build_loaders(args, *recipe_transforms())
-    kwargs = {"num_classes": runs.model_classes(args, train_set)}
-    model = create_model(args.model, **kwargs)
-    started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
-    session = Session(model, args, kwargs["num_classes"])
-    log = runs.RunLog(log_dir, name, resume=args.resume)
+    log = runs.open_run(args, framework, f"{framework}-{args.model}",
+                        f"{framework}_impl.train_alexnet", Session, argv)
     try:
-        log.info("%s %s on %s: %d train / %d test images, %d classes; %s", framework, args.model,
-                 args.dataset, len(train_set), len(test), train_set.num_classes, vars(args))
-        if started:
-            log.info(started)
-        runs.write_run_card(log_dir, framework, args.model, kwargs, train_set, test_loader,
-                            f"{framework}_impl.train_alexnet")
-        result = fit(args, log, session, train_loader, test_loader, lr_at(args))
-        # a resumed run that had no epoch left evaluates what it ended with
-        last = result.last or evaluate(session, test_loader, args.max_batches)
-        finish(log, args, test, last, result.best_acc)
+        with runs.reported(args, log):
+            Session.seed(args.seed)
+            train_set, test, train_loader, test_loader = runs.build_loaders(
+                args, *recipe_transforms(), log=log)
+            kwargs = {"num_classes": runs.model_classes(args, train_set)}
+            model = create_model(args.model, **kwargs)
+            started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
+            session = Session(model, args, kwargs["num_classes"])
+            log.info("%s %s on %s: %d train / %d test images, %d classes", framework, args.model,
+                     args.dataset, len(train_set), len(test), train_set.num_classes)
+            if started:
+                log.info(started)
+            runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
+                                test_loader, f"{framework}_impl.train_alexnet")
+            result = fit(args, log, session, train_loader, test_loader, lr_at(args))
+            # a resumed run that had no epoch left evaluates what it ended with
+            last = result.last or evaluate(session, test_loader, args.max_batches)
+            finish(log, args, test, last, result.best_acc)
     finally:
         log.close()
     return result.best_acc
 
 
 def finish(log, args, test, last, best_acc):
-    """Learning curves, prediction grid and inference throughput (the seconds the final
-    evaluation spent in the session's ``eval_batch``) at the end of a run."""
-    plots.learning_curves(log.history(), os.path.join(log.dir, "learning-curves.png"))
+    """The prediction grid and inference throughput (the seconds the final evaluation spent
+    in the session's ``eval_batch``) at the end of a run."""
     k = min(args.grid, len(last.predictions))
     plots.prediction_grid([test.images[i] for i in range(k)], last.predictions[:k],
                           test.labels[:k], test.classes, os.path.join(log.dir, "predictions.png"))

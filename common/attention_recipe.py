@@ -3,10 +3,11 @@
 PyTorch port so that both read the same flags, batches, schedule and targets.
 
 * flags: ``--model``/``--num-layers``, ``--momentum``, ``--optimizer`` sgd|nag, ``--lr-mode``
-  step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mix-up``/``--alpha``
-  (off for the last 10% of the epochs), ``--epsilon`` (label smoothing), ``--norm-stats``,
-  ``--ctx``, ``--dtype``, ``--stop-after``, plus :func:`common.runs.add_common_args` (where
-  ``--init-from`` is this family's older spelling of ``--initial-checkpoint``);
+  step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mixup-alpha``
+  (off for the last 10% of the epochs; the original's ``--mix-up 1 --alpha A`` too),
+  ``--label-smoothing`` (the original's ``--epsilon``), ``--norm-stats``, ``--ctx``,
+  ``--dtype``, plus :func:`common.runs.add_common_args` (where ``--init-from`` is this
+  family's older spelling of ``--initial-checkpoint``);
 * images: pad-4 random crop of 32 and flip, normalised as :func:`recipe_transforms` says;
 * the learning rate of MXNet update ``num_update`` (1 for the first step) from
   :func:`common.schedules.gluoncv_lr`, set at every iteration;
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import labels, runs
 from .data import IMAGENET_MEAN, IMAGENET_STD
-from .fit import check_resume, fit
+from .fit import fit
 from .mixup import MixupSampler, mixup
 from .schedules import gluoncv_lr
 
@@ -31,37 +32,50 @@ DEPTHS = (56, 92, 128, 164, 236, 452)
 NORM_STATS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "dataset": None}
 
 
+DATASETS = ("digits", "cifar10", "cifar100")  # the recipe's 32x32 pipeline
+
+
+def recipe_models(models):
+    """The registry's models this recipe trains: the CIFAR variants of every depth."""
+    return [m for m in models if m.startswith("attention") and m.endswith("_cifar")]
+
+
 def build_parser(framework, models, add_args=None):
-    """The recipe's flags; ``models`` are the registry names ``--model`` accepts and
-    ``add_args(parser)`` adds a framework's own."""
+    """The recipe's flags; ``models`` are the framework registry's names (``--model``
+    accepts :func:`recipe_models` of them) and ``add_args(parser)`` adds a framework's own."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {framework}_impl.train_attention",
         description=f"Train a Residual Attention Network ({framework}) with the recipe of the "
                     f"Gluon re-implementation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=runs.HelpFormatter)
     g = parser.add_argument_group("model and recipe")
-    g.add_argument("--model", default=None, help="registry name (default attention<num-layers>_cifar)")
-    g.add_argument("--num-layers", type=int, default=56, choices=DEPTHS)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--optimizer", choices=("sgd", "nag"), default="nag")
-    g.add_argument("--lr-mode", choices=("step", "cosine"), default="cosine")
+    g.add_argument("--model", default=None, choices=recipe_models(models),
+                   help="registry name (default attention<num-layers>_cifar)")
+    g.add_argument("--num-layers", type=int, default=56, choices=DEPTHS,
+                   help="depth, when --model is not given")
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd / nag")
+    g.add_argument("--optimizer", choices=("sgd", "nag"), default="nag", help="MXNet's update rule")
+    g.add_argument("--lr-mode", choices=("step", "cosine"), default="cosine", help="schedule")
     g.add_argument("--lr-steps", default="80,120", help="epochs of the step decays (--lr-mode step)")
-    g.add_argument("--lr-factor", type=float, default=0.1)
+    g.add_argument("--lr-factor", type=float, default=0.1, help="factor of each step decay")
     g.add_argument("--warmup-epochs", type=int, default=0, help="linear warmup from 0")
-    g.add_argument("--mix-up", type=int, default=0, choices=(0, 1), help="1: mixup training")
-    g.add_argument("--alpha", type=float, default=1.0, help="mixup Beta(alpha, alpha)")
-    g.add_argument("--epsilon", type=float, default=0.0, help="label smoothing")
+    g.add_argument("--mixup-alpha", type=float, default=0.0,
+                   help="mixup with lambda ~ Beta(a, a) before the last 10%% of the epochs; 0: off")
+    g.add_argument("--mix-up", type=int, default=None, choices=(0, 1),
+                   help="the original's switch: 1 = mixup with --alpha")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="the original's mixup Beta(alpha, alpha) with --mix-up 1 (there 1.0 by default)")
+    g.add_argument("--label-smoothing", "--epsilon", dest="label_smoothing", type=float,
+                   default=0.0, help="label smoothing (--epsilon: the original's spelling)")
     g.add_argument("--norm-stats", choices=tuple(NORM_STATS), default="imagenet",
                    help="normalise with ImageNet's mean/std (the original) or the train split's own")
     g.add_argument("--ctx", default="cpu", help="'cpu' or comma-separated GPU ids (first one used)")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    g.add_argument("--stop-after", type=int, default=None,
-                   help="stop after this many epochs of this invocation (the schedule still "
-                        "spans --epochs; continue with --resume)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="precision of weights and images")
     if add_args is not None:
         add_args(parser)
-    runs.add_common_args(parser, checkpoint_aliases=("--init-from",), epochs=200, batch_size=64,
-                         lr=0.1, wd=1e-4, save_period=10)
+    runs.add_common_args(parser, checkpoint_aliases=("--init-from",), datasets=DATASETS,
+                         epochs=200, batch_size=64, lr=0.1, wd=1e-4, save_period=10)
     return parser
 
 
@@ -69,21 +83,23 @@ def parse(parser, models, argv=None):
     """Parse and check the flags; fills ``args.model`` and ``args.lr_steps`` (a list)."""
     args = runs.parse(parser, argv)
     args.model = args.model or f"attention{args.num_layers}_cifar"
-    if args.model not in models:
-        parser.error(f"--model {args.model!r} is not a registered model; choose one of "
-                     f"{', '.join(models)}")
+    if args.model not in recipe_models(models):
+        parser.error(f"--num-layers {args.num_layers}: no attention{args.num_layers}_cifar is registered")
+    if args.mix_up is not None or args.alpha is not None:
+        if args.mixup_alpha:
+            parser.error("give --mixup-alpha, or the original's --mix-up 1 --alpha A, not both")
+        args.mixup_alpha = (1.0 if args.alpha is None else args.alpha) if args.mix_up else 0.0
+    del args.mix_up, args.alpha  # one value records the recipe: mixup_alpha
     try:
         args.lr_steps = [int(s) for s in str(args.lr_steps).split(",") if s.strip()]
     except ValueError:
         parser.error(f"--lr-steps must be comma-separated epochs, got {args.lr_steps!r}")
-    if not 0 <= args.epsilon < 1:
-        parser.error(f"--epsilon must lie in [0, 1), got {args.epsilon}")
-    if args.alpha <= 0:
-        parser.error(f"--alpha must be positive, got {args.alpha}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+    if args.mixup_alpha < 0:
+        parser.error(f"--mixup-alpha must be >= 0 (0: off), got {args.mixup_alpha}")
     if args.warmup_epochs >= args.epochs and args.warmup_epochs > 0:
         parser.error("--warmup-epochs must be smaller than --epochs")
-    if args.stop_after is not None and args.stop_after < 1:
-        parser.error("--stop-after must be at least 1")
     if args.ctx != "cpu" and not all(s.strip().isdigit() for s in args.ctx.split(",")):
         parser.error(f"--ctx must be 'cpu' or GPU ids like '0,1', got {args.ctx!r}")
     return args
@@ -122,8 +138,8 @@ class Targets:
     them: smoothed one-hot, mixed (mixup) before the last 10% of the epochs."""
 
     def __init__(self, args, num_classes):
-        self.num_classes, self.epsilon, self.epochs = num_classes, args.epsilon, args.epochs
-        self.sampler = MixupSampler(args.alpha, args.seed) if args.mix_up else None
+        self.num_classes, self.epsilon, self.epochs = num_classes, args.label_smoothing, args.epochs
+        self.sampler = MixupSampler(args.mixup_alpha, args.seed) if args.mixup_alpha > 0 else None
 
     def mixing(self, epoch):
         return self.sampler is not None and epoch < 0.9 * self.epochs
@@ -172,40 +188,34 @@ def model_kwargs(num_classes):
     return {"num_classes": num_classes}
 
 
-def train(framework, argv, Session, models, board=None, add_args=None):
+def train(framework, argv, Session, models, board=runs.ScalarWriter, add_args=None):
     """The whole run of a train script: parse ``argv`` (``models``: the registry's names,
-    ``add_args``: the framework's own flags), build the loaders, the framework's
+    ``add_args``: the framework's own flags), claim the run folder
+    (:func:`common.runs.open_run`), build the loaders, the framework's
     ``Session(args, num_classes)`` (``--num-classes``, by default the dataset's), write the
-    model card and :func:`common.fit.fit` the session in the run folder.
-    ``board(log_dir)`` replaces the TensorBoard writer (Gluon: mxboard). Returns the best
-    test accuracy."""
+    model card and :func:`common.fit.fit` the session in the run folder. ``board(log_dir)``
+    is the TensorBoard writer (Gluon: mxboard). Returns the best test accuracy."""
     parser = build_parser(framework, models, add_args)
     args = parse(parser, models, argv)
-    name = f"{framework}-{args.model}"
-    log_dir = runs.default_log_dir(args, name)
-    if args.resume:
-        check_resume(log_dir, Session)  # fail before loading data
-    train_set, test_set, train_loader, test_loader = runs.build_loaders(
-        args, *recipe_transforms(args.norm_stats))
-    session = Session(args, runs.model_classes(args, train_set))
-    # the board after the session: mxboard's protobufs clash with those of a torch imported
-    # later (by --initial-checkpoint a .pth)
-    log = runs.RunLog(log_dir, name, resume=args.resume, tensorboard=board is None)
-    if board is not None:
-        log.board = board(log_dir)
+    log = runs.open_run(args, framework, f"{framework}-{args.model}",
+                        f"{framework}_impl.train_attention", Session, argv, board=board)
     try:
-        mixed = sum(map(session.targets.mixing, range(args.epochs)))
-        log.info("%s %s on %s (%d train / %d test images), %s, %s: %s",
-                 framework, args.model, args.dataset, len(train_set), len(test_set),
-                 "resuming" if args.resume else "start",
-                 f"mixup in the first {mixed} epochs" if mixed else "no mixup", vars(args))
-        if session.started:
-            log.info(session.started)
-        runs.write_run_card(log_dir, framework, args.model, session.kwargs, train_set, test_loader,
-                            f"{framework}_impl.train_attention")
-        result = fit(args, log, session, train_loader, test_loader, lr_at(args), args.stop_after)
-        log.info("done: best val_acc %.4f at epoch %d; run folder %s", result.best_acc,
-                 result.best_epoch, os.path.abspath(log_dir))
+        with runs.reported(args, log):
+            train_set, test_set, train_loader, test_loader = runs.build_loaders(
+                args, *recipe_transforms(args.norm_stats), log=log)
+            session = Session(args, runs.model_classes(args, train_set))
+            mixed = sum(map(session.targets.mixing, range(args.epochs)))
+            log.info("%s %s on %s (%d train / %d test images), %s, %s", framework, args.model,
+                     args.dataset, len(train_set), len(test_set),
+                     "resuming" if args.resume else "start",
+                     f"mixup in the first {mixed} epochs" if mixed else "no mixup")
+            if session.started:
+                log.info(session.started)
+            runs.write_run_card(args.log_dir, framework, args.model, session.kwargs, train_set,
+                                test_loader, f"{framework}_impl.train_attention")
+            result = fit(args, log, session, train_loader, test_loader, lr_at(args))
+            log.info("done: best val_acc %.4f at epoch %d; run folder %s", result.best_acc,
+                     result.best_epoch, os.path.abspath(args.log_dir))
     finally:
         log.close()
     return result.best_acc

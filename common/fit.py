@@ -32,23 +32,24 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import plots
 from .checkpoint import CheckpointError, atomic_open
 from .convert import ConversionError
-from .runs import progress
-
-STATE_FILE = "train-state.json"
-
+from .run_folder import STATE_FILE, run_paths  # noqa: F401  (STATE_FILE: for callers)
+from .runs import Progress
 
 class Pass(NamedTuple):
     """One pass over a loader: mean loss, accuracy, the predicted classes, samples per second
     of the whole pass, the seconds spent in the session's step (for evaluation: inference),
-    and the top-5 accuracy when the session ranks its predictions."""
+    the top-5 accuracy when the session ranks its predictions, and the images skipped
+    because they could not be decoded."""
     loss: float
     acc: float
     predictions: np.ndarray
     samples_per_s: float
     step_s: float
     top5: Optional[float] = None
+    skipped: int = 0
 
 
 class Result(NamedTuple):
@@ -59,40 +60,21 @@ class Result(NamedTuple):
     last: Optional[Pass]
 
 
-def run_paths(log_dir, session):
-    """The run folder's files; ``session`` may be a session class (its ``*_ext`` attributes)."""
-    return dict(best=os.path.join(log_dir, f"model-best.{session.weights_ext}"),
-                last=os.path.join(log_dir, f"model-last.{session.weights_ext}"),
-                optimizer=os.path.join(log_dir, f"train-state.{session.optimizer_ext}"),
-                state=os.path.join(log_dir, STATE_FILE))
-
-
-def check_resume(log_dir, session):
-    """The run paths of ``log_dir``; exits with a clear message when a file ``--resume`` needs
-    is missing (a script may call it before loading its data)."""
-    paths = run_paths(log_dir, session)
-    missing = [os.path.basename(paths[k]) for k in ("state", "last", "optimizer")
-               if not os.path.exists(paths[k])]
-    if missing:
-        raise SystemExit(f"error: --resume: nothing to resume in {log_dir} (no "
-                         f"{', '.join(missing)}): there is nothing to continue")
-    return paths
-
-
 def batches_per_epoch(loader, max_batches):
     return len(loader) if max_batches is None else min(len(loader), max_batches)
 
 
-def run_pass(loader, epoch, step, max_batches, desc, reduce=None):
+def run_pass(loader, epoch, step, max_batches, desc, reduce=None, log=None, interval=0, lr=None):
     """Run ``step(images, labels, batch) -> (summed loss, predicted classes)`` over the first
     ``max_batches`` batches of ``loader``'s ``epoch``; ``reduce`` sums the pass's totals over
-    the processes of a distributed run."""
-    sums = np.zeros(4)  # summed loss, top-1 hits, top-5 hits, samples
+    the processes of a distributed run. ``log`` gets a progress line every ``interval``
+    batches (:class:`common.runs.Progress`), with the rate ``lr(batch)``."""
+    sums = np.zeros(5)  # summed loss, top-1 hits, top-5 hits, samples, skipped images
     predictions, step_s, ranked = [], 0.0, False
     count = batches_per_epoch(loader, max_batches)
     start = time.perf_counter()
-    bar = progress(loader.epoch(epoch), count, desc)
-    for index, (images, labels) in enumerate(bar):
+    bar = Progress(count, desc, log, interval, lr)
+    for index, (images, labels) in enumerate(loader.epoch(epoch)):
         if index == count:
             break
         begin = time.perf_counter()
@@ -101,22 +83,23 @@ def run_pass(loader, epoch, step, max_batches, desc, reduce=None):
         ranked = predicted.ndim == 2
         hits = predicted.reshape(len(labels), -1)[:, :5] == labels[:, None]
         predictions.append(predicted[:, 0] if ranked else predicted)
-        sums += (loss, hits[:, 0].sum(), hits.any(1).sum(), len(labels))
-        bar.set_postfix(loss=f"{sums[0] / sums[3]:.3f}", acc=f"{sums[1] / sums[3]:.3f}")
+        sums[:4] += (loss, hits[:, 0].sum(), hits.any(1).sum(), len(labels))
+        bar.update(index, sums[0] / sums[3], sums[1] / sums[3], sums[3])
     bar.close()
     elapsed = time.perf_counter() - start
-    total_loss, correct, top5, seen = sums if reduce is None else reduce(sums)
+    sums[4] = loader.skipped(epoch)
+    total_loss, correct, top5, seen, skipped = sums if reduce is None else reduce(sums)
     if seen == 0:
         raise ValueError(f"{desc}: no batch to run (dataset smaller than one batch?)")
     return Pass(total_loss / seen, correct / seen,
                 np.concatenate(predictions) if predictions else np.zeros(0, np.int64),
-                seen / elapsed, step_s, top5 / seen if ranked else None)
+                seen / elapsed, step_s, top5 / seen if ranked else None, int(skipped))
 
 
-def evaluate(session, loader, max_batches, desc="test", reduce=None):
+def evaluate(session, loader, max_batches, desc="test", reduce=None, log=None, interval=0):
     """The session's evaluation over ``loader`` (its first ``max_batches`` batches)."""
     return run_pass(loader, 0, lambda x, y, _: session.eval_batch(x, y), max_batches, desc,
-                    reduce)
+                    reduce, log, interval)
 
 
 def save_train_state(path, **state):
@@ -125,25 +108,25 @@ def save_train_state(path, **state):
         json.dump(state, f)
 
 
-def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None, reduce=None,
-        main=True):
+def fit(args, log, session, train_loader, test_loader, lr_at, reduce=None, main=True):
     """Train ``session`` for ``args.epochs`` epochs at the rates ``lr_at(epoch, batch,
     batches)``, evaluating on ``test_loader`` after each, or continue the run in ``log.dir``
-    with ``args.resume``. ``stop_after``: train at most that many epochs in this call (the
-    schedule still spans ``args.epochs``; ``--resume`` continues). Returns a :class:`Result`.
+    with ``args.resume``. ``args.stop_after``: train at most that many epochs in this call
+    (the schedule still spans ``args.epochs``; ``--resume`` continues). Progress lines come
+    every ``args.log_interval`` batches; the learning curves are redrawn after each epoch.
+    Returns a :class:`Result`.
 
     A distributed run passes ``reduce(array) -> array``, the sum over its processes; its
     processes other than the main one pass ``main=False``: they train and evaluate in step
     but write nothing (their ``log`` needs only ``dir``)."""
     paths = run_paths(log.dir, session)
     start, best_acc, best_epoch, last = 0, -1.0, -1, None
-    if args.resume:
-        check_resume(log.dir, session)
+    if args.resume:  # the run folder was checked (common.runs.open_run)
         try:
             with open(paths["state"]) as f:
                 saved = json.load(f)
             start, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
-        except (ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"error: --resume: {paths['state']} is damaged ({type(e).__name__}: {e})") from None
         try:
             session.load_weights(paths["last"])
@@ -155,11 +138,13 @@ def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None, r
             log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],
                      best_acc, best_epoch)
     steps = batches_per_epoch(train_loader, args.max_batches)
-    end = args.epochs if stop_after is None else min(args.epochs, start + stop_after)
+    end = args.epochs if args.stop_after is None else min(args.epochs, start + args.stop_after)
     for epoch in range(start, end):
         train = run_pass(train_loader, epoch, lambda x, y, b: session.train_batch(
-            x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}", reduce)
-        last = evaluate(session, test_loader, args.max_batches, f"test {epoch}", reduce)
+            x, y, lr_at(epoch, b, steps), epoch, b), args.max_batches, f"train {epoch}", reduce,
+            log, args.log_interval, lambda b: lr_at(epoch, b, steps))
+        last = evaluate(session, test_loader, args.max_batches, f"test {epoch}", reduce, log,
+                        args.log_interval)
         if last.acc > best_acc:
             best_acc, best_epoch = last.acc, epoch
             if main:
@@ -173,7 +158,9 @@ def fit(args, log, session, train_loader, test_loader, lr_at, stop_after=None, r
         log.epoch(epoch, lr=lr_at(epoch, steps - 1, steps), train_loss=train.loss,
                   train_acc=train.acc, val_loss=last.loss, val_acc=last.acc,
                   samples_per_s=train.samples_per_s, best_acc=best_acc, best_epoch=best_epoch,
+                  skipped_images=train.skipped + last.skipped,
                   **{f"{name}_top5": p.top5 for name, p in (("train", train), ("val", last))
                      if p.top5 is not None})
+        plots.learning_curves(log.history(), os.path.join(log.dir, plots.CURVES_FILE))
         save_train_state(paths["state"], epoch=epoch, best_acc=best_acc, best_epoch=best_epoch)
     return Result(best_acc, best_epoch, last)

@@ -1,59 +1,97 @@
-"""What every train script shares, whatever its framework: the common flags, the data
-loaders they describe, a run folder with a log file, per-epoch metrics and TensorBoard
-scalars, and progress bars.
+"""What every train script shares, whatever its framework: the common flags (one spelling,
+timm's), the data loaders they describe, a run folder with a log file, per-epoch metrics and
+TensorBoard scalars, progress, and one-line errors.
 
-A run folder (``--log-dir``) holds ``train.log`` (what the console shows), ``metrics.jsonl``
-(one JSON object per epoch, easy to plot or compare), TensorBoard event files, the model
-card ``model.json`` (:func:`write_run_card`) and the checkpoints the script writes
+A run folder (``--log-dir``; claimed by :func:`open_run`, see :mod:`common.run_folder`)
+holds ``args.yaml`` (the arguments and versions), ``train.log`` (what the console shows,
+plus a progress line every ``--log-interval`` batches), ``metrics.jsonl`` (one JSON object
+per epoch, easy to plot or compare), ``learning-curves.png``, TensorBoard event files, the
+model card ``model.json`` (:func:`write_run_card`) and the checkpoints the script writes
 (``model-last.*`` every epoch, ``model-best.*`` at the best validation accuracy,
 ``train-state.*`` for ``--resume``), each written atomically (:mod:`common.checkpoint`).
+
+Missing or damaged data ends a run with one line and exit status 2 (:func:`reported`); an
+image that cannot be decoded is skipped with a warning and counted (``--strict-data``: fatal).
 
 Fine-tuning: ``--initial-checkpoint`` starts the model from a checkpoint of any format
 written by any framework (:func:`load_initial_checkpoint`), and ``--num-classes`` sets the
 classes the model predicts (:func:`model_classes`); when they differ from the checkpoint's,
 only the classifier keeps the recipe's initialisation.
 """
+import argparse
+import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
 import time
+import types
 
 import numpy as np
 from tqdm import tqdm
 
-from . import specs, transforms
+from . import run_folder, specs, transforms
 from .checkpoint import CheckpointError, atomic_open
 from .convert import ConversionError
-from .data import DATASETS, DEFAULT_DATASET, get_dataset
+from .data import DATASETS, DEFAULT_DATASET, DatasetError, get_dataset
 from .loader import BatchLoader
 
 
-def add_common_args(parser, checkpoint_aliases=(), **defaults):
-    """The flags every train script has; ``defaults`` overrides a recipe's values
-    (e.g. ``lr=0.1, batch_size=128``); ``checkpoint_aliases`` are further spellings of
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` of every train script: its description as written, and the default of
+    every flag that has one (not of switches, unset flags, or help that names its default)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_common_args(parser, checkpoint_aliases=(), datasets=DATASETS, **defaults):
+    """The flags every train script has, spelled as timm spells them; ``defaults``
+    overrides a recipe's values (e.g. ``lr=0.1, batch_size=128``); ``datasets`` are those
+    the recipe supports; ``checkpoint_aliases`` are further spellings of
     ``--initial-checkpoint`` (the Residual Attention scripts' ``--init-from``)."""
     d = dict(dataset=DEFAULT_DATASET, epochs=1, batch_size=64, lr=0.1, wd=1e-4, seed=0, workers=2,
-             log_dir=None, save_period=1)
+             log_dir=None, save_period=1, log_interval=50)
     d.update(defaults)
-    g = parser.add_argument_group("data and run")
-    g.add_argument("--dataset", default=d["dataset"], choices=DATASETS,
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default=d["dataset"], choices=datasets,
                    help="'digits' is the embedded default; the others read --data-dir")
     g.add_argument("--data-dir", default=None, help="folder of the dataset's official files")
     g.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
-    g.add_argument("--epochs", type=int, default=d["epochs"])
-    g.add_argument("--batch-size", type=int, default=d["batch_size"])
+    g.add_argument("-j", "--workers", type=int, default=d["workers"], help="threads preparing batches")
+    g.add_argument("--strict-data", action="store_true",
+                   help="stop at an image that cannot be decoded (default: skip it with a warning)")
+    g = parser.add_argument_group("schedule")
+    g.add_argument("--epochs", type=int, default=d["epochs"], help="epochs of the schedule")
+    g.add_argument("-b", "--batch-size", type=int, default=d["batch_size"], help="images per step")
     g.add_argument("--lr", type=float, default=d["lr"], help="base learning rate")
-    g.add_argument("--wd", type=float, default=d["wd"], help="weight decay")
-    g.add_argument("--seed", type=int, default=d["seed"])
-    g.add_argument("--workers", type=int, default=d["workers"], help="threads preparing batches")
-    g.add_argument("--log-dir", default=d["log_dir"], help="run folder (default runs/<name>)")
-    g.add_argument("--save-period", type=int, default=d["save_period"],
-                   help="also keep a checkpoint every N epochs (0: never)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --log-dir")
+    g.add_argument("--weight-decay", "--wd", dest="wd", type=float, default=d["wd"],
+                   help="weight decay")
+    g.add_argument("--seed", type=int, default=d["seed"], help="seed of the weights, order and augmentation")
     g.add_argument("--max-batches", type=int, default=None,
                    help="stop each epoch after N batches (smoke runs)")
+    g = parser.add_argument_group("run folder")
+    g.add_argument("--log-dir", default=d["log_dir"], help="run folder (default runs/<name>-<dataset>)")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue the run in --log-dir, or in run folder PATH (or the folder of "
+                        "checkpoint PATH)")
+    g.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue even when flags that define the schedule or "
+                        "the data differ from the run's args.yaml")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start anew in a folder that holds a run, after moving that run aside "
+                        "to <folder>.old-<time>")
+    g.add_argument("--stop-after", type=int, default=None,
+                   help="train at most N epochs in this invocation (the schedule still spans "
+                        "--epochs; continue with --resume)")
+    g.add_argument("--save-period", type=int, default=d["save_period"],
+                   help="also keep a checkpoint every N epochs (0: never)")
+    g.add_argument("--log-interval", type=int, default=d["log_interval"],
+                   help="without a terminal, log a progress line every N batches (0: never)")
+    g.add_argument("--debug", action="store_true", help="show the traceback of a data error")
     g.add_argument("--initial-checkpoint", *checkpoint_aliases, dest="initial_checkpoint",
                    default=None, metavar="PATH",
                    help="start from these weights (.params, .pdparams, .pth, .pt or .safetensors, "
@@ -65,17 +103,26 @@ def add_common_args(parser, checkpoint_aliases=(), **defaults):
     return parser
 
 
-def build_loaders(args, train_transform, test_transform, drop_last=True, loader=BatchLoader):
+def build_loaders(args, train_transform, test_transform, drop_last=True, loader=BatchLoader,
+                  log=None):
     """(train dataset, test dataset, train loader, test loader) for the parsed ``args``.
     ``*_transform(mean, std)`` build the augmentation from the dataset's statistics;
-    ``loader`` is the :class:`BatchLoader` class (or a subclass) that batches them."""
+    ``loader`` is the :class:`BatchLoader` class (or a subclass) that batches them. An image
+    that cannot be decoded is skipped with a warning to ``log`` (stderr without one), or
+    stops the run with ``--strict-data``."""
     train = get_dataset(args.dataset, "train", args.data_dir, args.download)
     test = get_dataset(args.dataset, "test", args.data_dir)
+    skip = None if args.strict_data else (log.warning if log is not None else warn)
     train_loader = loader(train, args.batch_size, train_transform(train.mean, train.std),
-                          shuffle=True, drop_last=drop_last, seed=args.seed, workers=args.workers)
+                          shuffle=True, drop_last=drop_last, seed=args.seed, workers=args.workers,
+                          skip_bad=skip)
     test_loader = loader(test, args.batch_size, test_transform(train.mean, train.std),
-                         seed=args.seed, workers=args.workers)
+                         seed=args.seed, workers=args.workers, skip_bad=skip)
     return train, test, train_loader, test_loader
+
+
+def warn(message):
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def cifar_transforms(size=32, pad=4):
@@ -83,10 +130,32 @@ def cifar_transforms(size=32, pad=4):
     return (lambda mean, std: transforms.cifar_train(mean, std, size, pad)), transforms.plain
 
 
-class RunLog:
-    """Console + ``train.log`` logging, ``metrics.jsonl`` and TensorBoard scalars."""
+class ScalarWriter:
+    """TensorBoard scalars written with the ``tensorboard`` package alone (no torch or
+    TensorFlow), for the PyTorch and Paddle scripts. The Gluon scripts use mxboard, whose
+    protobuf definitions clash with tensorboard's in one process: never both at once."""
 
-    def __init__(self, log_dir, name, resume=False, tensorboard=True):
+    def __init__(self, log_dir):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        self._writer = EventFileWriter(log_dir)
+
+    def scalar(self, tag, value, step):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def close(self):
+        self._writer.close()
+
+
+class RunLog:
+    """Console + ``train.log`` logging, ``metrics.jsonl`` and TensorBoard scalars. The scalar
+    writer is ``board(log_dir)`` (default :class:`ScalarWriter`; None: none), opened at the
+    first epoch's end, so a run that fails before it leaves no event file (and the Gluon
+    scripts' mxboard comes after any torch import of a checkpoint: their protobufs clash)."""
+
+    def __init__(self, log_dir, name, resume=False, board=ScalarWriter):
         self.dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.metrics_path = os.path.join(log_dir, "metrics.jsonl")
@@ -96,22 +165,36 @@ class RunLog:
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
         fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-        for handler in (logging.StreamHandler(sys.stdout),
-                        logging.FileHandler(os.path.join(log_dir, "train.log"))):
+        self.file = logging.FileHandler(os.path.join(log_dir, "train.log"))
+        self.console = ConsoleHandler()
+        for handler in (self.console, self.file):
             handler.setFormatter(fmt)
             self.logger.addHandler(handler)
-        self.board = ScalarWriter(log_dir) if tensorboard else None
+        self._board, self.board = board, None
 
     def info(self, message, *args):
         self.logger.info(message, *args)
+
+    def warning(self, message, *args):
+        """A line on stderr and in ``train.log``, prefixed ``warning:``."""
+        self.logger.warning("warning: " + message, *args)
+
+    def error(self, message, *args):
+        """A line on stderr and in ``train.log``, prefixed ``error:``."""
+        self.logger.error("error: " + message, *args)
+
+    def progress(self, message, console):
+        """A progress line: always in ``train.log``, on the console when ``console``."""
+        self.logger.info(message, extra={"console": console})
 
     def epoch(self, epoch, **metrics):
         """Record one epoch's metrics: a console line, a JSON line and scalars."""
         record = {"epoch": epoch, "time": time.time(), **metrics}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        self.info("[epoch %d] %s", epoch, "  ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        self.info("[epoch %d] %s", epoch, "  ".join(f"{k} {number(v)}" for k, v in metrics.items()))
+        if self.board is None and self._board is not None:
+            self.board = self._board(self.dir)
         if self.board is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
@@ -136,28 +219,66 @@ class RunLog:
     def close(self):
         if self.board is not None:
             self.board.close()
+            self.board = None
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
 
 
-class ScalarWriter:
-    """TensorBoard scalars written with the ``tensorboard`` package alone (no torch or
-    TensorFlow), for the PyTorch and Paddle scripts. The Gluon scripts use mxboard, whose
-    protobuf definitions clash with tensorboard's in one process: never both at once."""
 
-    def __init__(self, log_dir):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        self._writer = EventFileWriter(log_dir)
+class ConsoleHandler(logging.Handler):
+    """The console half of a run's log: warnings and errors on stderr, the rest on stdout
+    (a record with ``console=False`` only goes to the file)."""
 
-    def scalar(self, tag, value, step):
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
-        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+    def emit(self, record):
+        if not getattr(record, "console", True):
+            return
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        stream.write(self.format(record) + "\n")
+        stream.flush()
+
+
+def number(value):
+    """A metric as the log shows it: 4 decimals, or 4 significant digits for a small
+    non-zero value (a learning rate of 5e-05 is not shown as 0.0000)."""
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.4g}"
+    return str(value)
+
+
+def duration(seconds):
+    """``H:MM:SS``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """The progress of one pass over a loader: a tqdm bar on stderr when it is a terminal
+    (or ``ATTENTION_PORTS_PROGRESS`` is set), and a line every ``interval`` batches in
+    ``log``'s ``train.log``, shown on the console too when there is no bar: batch, mean
+    loss and accuracy so far, learning rate ``lr(batch)``, images per second, ETA."""
+
+    def __init__(self, total, desc, log=None, interval=0, lr=None):
+        self.total, self.desc, self.log, self.interval, self.lr = total, desc, log, interval, lr
+        self.bar = progress(None, total, desc)
+        self.bar_on = not self.bar.disable
+        self.start = time.perf_counter()
+
+    def update(self, batch, loss, acc, seen):
+        """After batch ``batch`` (from 0): mean loss and accuracy of the ``seen`` images so far."""
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        done = batch + 1
+        if self.log is None or not self.interval or (done % self.interval and done != self.total):
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = f"  lr {number(float(self.lr(batch)))}" if self.lr is not None else ""
+        self.log.progress(f"{self.desc} [{done}/{self.total}] loss {loss:.4f}  acc {acc:.4f}{rate}  "
+                          f"{seen / elapsed:.1f} img/s  ETA {duration(elapsed / done * (self.total - done))}",
+                          console=not self.bar_on)
 
     def close(self):
-        self._writer.close()
+        self.bar.close()
 
 
 def progress(iterable, total, desc):
@@ -167,15 +288,62 @@ def progress(iterable, total, desc):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
 
 
-def default_log_dir(args, name):
-    return args.log_dir or os.path.join("runs", f"{name}-{args.dataset}")
+def open_run(args, framework, name, module, session, argv=None, main=True, board=ScalarWriter):
+    """The run folder of this command for a run of ``session`` (class), claimed
+    (:func:`common.run_folder.claim`: a run is never replaced, ``--resume`` continues the
+    same one with all it needs), with its log open and ``args.yaml`` written; sets
+    ``args.log_dir``. ``name`` names the default folder
+    (``runs/<name>-<dataset>``) and the logger, ``module`` and ``argv`` the command.
+    A folder that cannot be used ends the command with one line and exit status 2, before
+    anything is written. A process other than the ``main`` one gets a silent log."""
+    try:
+        log_dir = run_folder.run_dir(args, name)
+        changed = run_folder.changed_args(args, log_dir) if args.resume else ""
+        moved = run_folder.claim(args, log_dir, session, main)
+    except run_folder.RunFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    args.log_dir = log_dir
+    if not main:
+        return quiet_log(log_dir)
+    log = RunLog(log_dir, name, resume=bool(args.resume), board=board)
+    if moved:
+        log.info("--overwrite: the earlier run of %s is now in %s", log_dir, moved)
+    if changed:
+        log.warning("--allow-changes: resuming with %s", changed)
+    if changed or not args.resume:
+        run_folder.write_args(log_dir, args, framework, module, argv)
+    return log
+
+
+def quiet_log(log_dir):
+    """The log of a process other than the main one: the run folder's path, errors on
+    stderr, and silence."""
+    return types.SimpleNamespace(dir=log_dir, info=lambda *_: None, warning=lambda *_: None,
+                                 progress=lambda *_, **__: None, close=lambda: None,
+                                 error=lambda message, *a: print("error: " + message % a,
+                                                                 file=sys.stderr))
+
+
+@contextlib.contextmanager
+def reported(args, log):
+    """Data that is missing or damaged ends the run with one line on stderr and in
+    ``train.log`` and exit status 2, without a traceback (``--debug`` shows it)."""
+    try:
+        yield
+    except DatasetError as e:
+        if args.debug:
+            raise
+        log.error("%s", one_line(e))
+        raise SystemExit(2) from None
 
 
 def parse(parser, argv=None):
     """Parse ``argv`` and reject flag combinations that cannot work, with a clear message."""
     args = parser.parse_args(argv)
-    for flag, least in (("epochs", 1), ("batch_size", 1), ("save_period", 0)):
-        if getattr(args, flag, least) < least:
+    for flag, least in (("epochs", 1), ("batch_size", 1), ("save_period", 0), ("log_interval", 0),
+                        ("stop_after", 1), ("max_batches", 1), ("workers", 0)):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < least:
             parser.error(f"--{flag.replace('_', '-')} must be at least {least}")
     if args.dataset != "digits" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data-dir (the folder of its official files)")

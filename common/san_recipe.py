@@ -12,14 +12,13 @@ undefined, so the default kernels there are (3, 3, 3, 3, 1).
 import argparse
 import functools
 import math
-import types
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import yaml
 
 from . import runs, transforms
-from .fit import check_resume, fit
+from .fit import fit
 from .labels import one_hot, smooth_uniform
 from .loader import BatchLoader
 from .schedules import cosine_lr
@@ -32,18 +31,17 @@ CONFIG_KEYS = ("model", "layers", "kernels", "dataset", "image_size", "epochs", 
 
 
 def build_parser(description):
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=runs.HelpFormatter)
     parser.add_argument("--config", help="a YAML recipe (pytorch_impl/configs/*.yaml); flags "
                                          "given on the command line override it")
-    parser.add_argument("--model", default="san10_pairwise", choices=SAN_MODELS)
+    parser.add_argument("--model", default="san10_pairwise", choices=SAN_MODELS, help="registry name")
     parser.add_argument("--layers", type=int, nargs=5, help="blocks per stage (default: the model's)")
     parser.add_argument("--kernels", type=int, nargs=5,
                         help="attention footprint per stage (default: 3 7 7 7 7; 3 3 3 3 1 at 32x32)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="training crop of image-folder datasets (default 224)")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     # model-last is written every epoch; further copies only on request
     runs.add_common_args(parser, lr=0.1, batch_size=64, wd=1e-4, save_period=0)
     return parser
@@ -140,15 +138,15 @@ class Processes(NamedTuple):
     all_reduce: Optional[Callable] = None
 
 
-def build_loaders(args, processes):
+def build_loaders(args, processes, log=None):
     """(train set, test set, train loader, test loader) of this process: its share of
-    every global batch of ``--batch-size`` images."""
+    every global batch of ``--batch-size`` images (skipped images: warnings to ``log``)."""
     if args.batch_size % processes.world:
         raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the "
                          f"{processes.world} processes")
     shard = functools.partial(ShardLoader, rank=processes.rank, world=processes.world)
     train_set, test, train_loader, test_loader = runs.build_loaders(
-        args, *recipe_transforms(args), loader=shard)
+        args, *recipe_transforms(args), loader=shard, log=log)
     if len(train_loader) == 0:
         raise SystemExit(f"{args.dataset} has {len(train_set)} training images, fewer than one "
                          f"batch of {args.batch_size}")
@@ -209,45 +207,40 @@ class Session:
         return float(loss) * len(labels), ranked_classes(self.numpy(logits))
 
 
-def quiet_log(log_dir):
-    """The log of a process other than the main one: the run folder's path, and silence."""
-    return types.SimpleNamespace(dir=log_dir, info=lambda *_: None, close=lambda: None)
-
-
-def train(framework, args, create_model, Session, seed, count_parameters, processes=Processes()):
+def train(framework, args, create_model, Session, seed, count_parameters, processes=Processes(),
+          argv=None):
     """The whole run of a SAN train script in this process of ``processes``, with the
-    parsed ``args``: seed the framework (``seed(n)``), build this process's loaders and
-    ``create_model(name, **kwargs)`` (``--num-classes``, by default the dataset's), load
-    ``--initial-checkpoint`` over it (every process), and :func:`common.fit.fit` the
-    framework's ``Session`` (a subclass of :class:`Session`); the main process (rank 0) alone
-    writes the run folder, the model card first.
-    ``count_parameters(model)`` gives the count for the log. Returns the best accuracy."""
-    name = f"{framework}-{args.model}"
-    log_dir = runs.default_log_dir(args, name)
-    if args.resume:
-        check_resume(log_dir, Session)  # fail before loading data
-    seed(args.seed)
-    train_set, test, train_loader, test_loader = build_loaders(args, processes)
-    kwargs = dict(num_classes=runs.model_classes(args, train_set), layers=args.layers,
-                  kernels=args.kernels)
-    model = create_model(args.model, **kwargs)
-    started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
-    session = Session(model, args, kwargs["num_classes"], processes)
+    ``args`` parsed from ``argv``: claim the run folder (:func:`common.runs.open_run`; the
+    main process, rank 0, alone writes it, the model card first), seed the framework
+    (``seed(n)``), build this process's loaders and ``create_model(name, **kwargs)``
+    (``--num-classes``, by default the dataset's), load ``--initial-checkpoint`` over it
+    (every process), and :func:`common.fit.fit` the framework's ``Session`` (a subclass of
+    :class:`Session`). ``count_parameters(model)`` gives the count for the log. Returns the
+    best accuracy."""
     main = processes.rank == 0
-    log = runs.RunLog(log_dir, name, resume=args.resume) if main else quiet_log(log_dir)
+    log = runs.open_run(args, framework, f"{framework}-{args.model}", f"{framework}_impl.train_san",
+                        Session, argv, main=main)
     try:
-        log.info("%s %s on %s (%d train / %d test images, %d classes), %d process(es) on %s, "
-                 "%d parameters, run folder %s", framework, args.model, args.dataset,
-                 len(train_set), len(test), train_set.num_classes, processes.world,
-                 processes.device, count_parameters(model), log_dir)
-        if started:
-            log.info(started)
-        if main:
-            runs.write_run_card(log_dir, framework, args.model, kwargs, train_set, test_loader,
-                                f"{framework}_impl.train_san")
-        result = fit(args, log, session, train_loader, test_loader, lr_at(args),
-                     reduce=processes.all_reduce, main=main)
-        log.info("best val_acc %.4f at epoch %d", result.best_acc, result.best_epoch)
+        with runs.reported(args, log):
+            seed(args.seed)
+            train_set, test, train_loader, test_loader = build_loaders(args, processes, log)
+            kwargs = dict(num_classes=runs.model_classes(args, train_set), layers=args.layers,
+                          kernels=args.kernels)
+            model = create_model(args.model, **kwargs)
+            started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
+            session = Session(model, args, kwargs["num_classes"], processes)
+            log.info("%s %s on %s (%d train / %d test images, %d classes), %d process(es) on %s, "
+                     "%d parameters, run folder %s", framework, args.model, args.dataset,
+                     len(train_set), len(test), train_set.num_classes, processes.world,
+                     processes.device, count_parameters(model), args.log_dir)
+            if started:
+                log.info(started)
+            if main:
+                runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
+                                    test_loader, f"{framework}_impl.train_san")
+            result = fit(args, log, session, train_loader, test_loader, lr_at(args),
+                         reduce=processes.all_reduce, main=main)
+            log.info("best val_acc %.4f at epoch %d", result.best_acc, result.best_epoch)
     finally:
         log.close()
     return result.best_acc

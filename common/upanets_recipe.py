@@ -13,19 +13,22 @@ from .schedules import cosine_lr
 
 MOMENTUM = 0.9
 MODELS = ("upanets16", "upanets32", "upanets64")
+DATASETS = ("digits", "cifar10", "cifar100", "tiny_imagenet")
 
 
 def build_parser(framework):
     parser = argparse.ArgumentParser(
         prog=f"python -m {framework}_impl.train_upanets",
-        description=f"Train UPANets ({framework}) with the reference recipe.")
+        description=f"Train UPANets ({framework}) with the reference recipe.",
+        formatter_class=runs.HelpFormatter)
     g = parser.add_argument_group("model")
     g.add_argument("--model", choices=MODELS, default=None,
                    help="registry name (default upanets<filters>)")
     g.add_argument("--filters", type=int, choices=(16, 32, 64), default=16,
                    help="base width f when --model is not given")
     g.add_argument("--blocks", type=int, default=1, help="dense blocks per stage / 4")
-    return runs.add_common_args(parser, epochs=1, batch_size=100, lr=0.1, wd=5e-4, save_period=10)
+    return runs.add_common_args(parser, datasets=DATASETS, epochs=1, batch_size=100, lr=0.1,
+                                wd=5e-4, save_period=10)
 
 
 def parse(framework, argv=None):
@@ -37,8 +40,6 @@ def parse(framework, argv=None):
     args.model = args.model or f"upanets{args.filters}"
     if args.blocks < 1:
         parser.error("--blocks must be at least 1")
-    if args.dataset == "imagenet":
-        parser.error("UPANets' recipes cover digits, cifar10, cifar100 and tiny_imagenet")
     args.img_size, pad = (64, 8) if args.dataset == "tiny_imagenet" else (32, 4)
     args.transforms = runs.cifar_transforms(args.img_size, pad)
     return args
@@ -50,36 +51,35 @@ def lr_at(args):
     return lambda epoch, batch, batches: cosine_lr(epoch, args.lr, args.epochs)
 
 
-def train(framework, argv, create_model, Session, seed, count_parameters, board=None):
-    """The whole run of a UPANets train script: parse ``argv``, seed the framework
-    (``seed(n)``), build the loaders and ``create_model(name, **kwargs)`` (the recipe's
-    initialisation; ``--num-classes``, by default the dataset's), load
-    ``--initial-checkpoint`` over it, write the model card, and :func:`common.fit.fit` the
-    framework's ``Session(model, args)`` in the run folder. ``count_parameters(model)`` gives
-    the trainable count for the log; ``board(log_dir)`` replaces the TensorBoard writer
-    (Gluon: mxboard, opened after the checkpoint is read: its protobufs clash with those of a
-    torch imported later). Returns the best test accuracy."""
+def train(framework, argv, create_model, Session, seed, count_parameters, board=runs.ScalarWriter):
+    """The whole run of a UPANets train script: parse ``argv``, claim the run folder
+    (:func:`common.runs.open_run`), seed the framework (``seed(n)``), build the loaders and
+    ``create_model(name, **kwargs)`` (the recipe's initialisation; ``--num-classes``, by
+    default the dataset's), load ``--initial-checkpoint`` over it, write the model card, and
+    :func:`common.fit.fit` the framework's ``Session(model, args)`` in the run folder.
+    ``count_parameters(model)`` gives the trainable count for the log; ``board(log_dir)`` is
+    the TensorBoard writer (Gluon: mxboard). Returns the best test accuracy."""
     args = parse(framework, argv)
-    seed(args.seed)
-    train_set, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms)
-    kwargs = dict(num_classes=runs.model_classes(args, train_set), img_size=args.img_size,
-                  blocks=args.blocks)
-    model = create_model(args.model, **kwargs)
-    started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
-    log_dir = runs.default_log_dir(args, f"{framework}-{args.model}")
-    log = runs.RunLog(log_dir, f"{framework}_upanets", resume=args.resume, tensorboard=board is None)
-    if board is not None:
-        log.board = board(log_dir)
+    log = runs.open_run(args, framework, f"{framework}-{args.model}",
+                        f"{framework}_impl.train_upanets", Session, argv, board=board)
     try:
-        log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s", args.model,
-                 args.dataset, len(train_set), len(test), count_parameters(model),
-                 os.path.abspath(log_dir))
-        if started:
-            log.info(started)
-        runs.write_run_card(log_dir, framework, args.model, kwargs, train_set, test_loader,
-                            f"{framework}_impl.train_upanets")
-        result = fit(args, log, Session(model, args), train_loader, test_loader, lr_at(args))
-        log.info("best test accuracy %.4f", result.best_acc)
+        with runs.reported(args, log):
+            seed(args.seed)
+            train_set, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms,
+                                                                            log=log)
+            kwargs = dict(num_classes=runs.model_classes(args, train_set), img_size=args.img_size,
+                          blocks=args.blocks)
+            model = create_model(args.model, **kwargs)
+            started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
+            log.info("%s on %s (%d train, %d test images), %d parameters, run folder %s",
+                     args.model, args.dataset, len(train_set), len(test), count_parameters(model),
+                     os.path.abspath(args.log_dir))
+            if started:
+                log.info(started)
+            runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
+                                test_loader, f"{framework}_impl.train_upanets")
+            result = fit(args, log, Session(model, args), train_loader, test_loader, lr_at(args))
+            log.info("best test accuracy %.4f", result.best_acc)
     finally:
         log.close()
     return result.best_acc

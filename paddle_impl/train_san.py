@@ -38,7 +38,8 @@ def main(argv=None):
     processes = san_recipe.Processes(device=paddle.get_device())
     return san_recipe.train(
         "paddle", args, create_model, Session, paddle.seed,
-        lambda model: sum(p.size for p in model.parameters() if not p.stop_gradient), processes)
+        lambda model: sum(p.size for p in model.parameters() if not p.stop_gradient), processes,
+        argv)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def main(argv=None):
     processes = join_processes()
     try:
         return san_recipe.train("pytorch", args, create_model, Session, torch.manual_seed,
-                                lambda model: sum(p.numel() for p in model.parameters()), processes)
+                                lambda model: sum(p.numel() for p in model.parameters()), processes,
+                                argv)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -189,7 +189,7 @@ def test_resume_does_not_read_the_initial_checkpoint(tmp_path):
     code, output = script("pytorch", "upanets", *tiny, "--log-dir", str(run_dir))
     assert code == 0, output[-3000:]
     code, output = script("pytorch", "upanets", *tiny, "--epochs", "2", "--log-dir", str(run_dir),
-                          "--resume", "--initial-checkpoint", str(missing))
+                          "--resume", "--allow-changes", "--initial-checkpoint", str(missing))
     assert code == 0, output[-3000:]
     log = (run_dir / "train.log").read_text()
     assert f"--initial-checkpoint {missing} is not read" in log and "resumed after epoch 0" in log

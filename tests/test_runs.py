@@ -19,10 +19,10 @@ def test_run_log_writes_what_a_dashboard_reads(tmp_path):
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(0, 2.0), (1, 1.5)]
-    resumed = RunLog(tmp_path, "demo", resume=True, tensorboard=False)
+    resumed = RunLog(tmp_path, "demo", resume=True, board=None)
     assert len(resumed.history()) == 2
     resumed.close()
-    assert RunLog(tmp_path, "demo", tensorboard=False).history() == []
+    assert RunLog(tmp_path, "demo", board=None).history() == []
 
 
 def test_flags_and_loaders():

@@ -69,7 +69,7 @@ def test_run_folder_and_exact_resume(framework, tmp_path):
     # the same run, stopped once its first epoch is saved, then resumed
     code, output = run(ARGS + ["--log-dir", str(cut)], code=INTERRUPTED.format(module=module))
     assert code == 3, output[-3000:]
-    assert not (cut / "learning-curves.png").exists()
+    assert (cut / "learning-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # after each epoch
     code, output = run(ARGS + ["--log-dir", str(cut), "--resume"], module)
     assert code == 0, output[-3000:]
     resumed = read_weights(cut / f"model-last.{ext}")
@@ -90,7 +90,7 @@ def test_bad_input_fails_clearly(framework, tmp_path, capsys):
             script.parse_args(argv)
         assert message in capsys.readouterr().err
     code, output = run(["--log-dir", str(tmp_path), "--resume"], SCRIPTS[framework][0])
-    assert code == 1 and "error: --resume:" in output and "nothing to resume" in output
+    assert code == 2 and output.startswith("error: --resume:") and "holds no run" in output
 
 
 def test_both_scripts_take_the_same_flags():

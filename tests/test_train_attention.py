@@ -134,15 +134,16 @@ def main(framework):
 
 @pytest.mark.parametrize("framework", list(SCRIPTS))
 def test_bad_flags_fail_clearly(framework, tmp_path, capsys):
-    for flags, message in ((["--model", "attention57"], "not a registered model"),
+    for flags, message in ((["--model", "attention57"], "invalid choice: 'attention57'"),
                            (["--lr-steps", "80,x"], "--lr-steps must be comma-separated"),
-                           (["--epsilon", "1"], "--epsilon must lie in [0, 1)")):
+                           (["--epsilon", "1"], "--label-smoothing must lie in [0, 1)")):
         with pytest.raises(SystemExit) as exit_:
             main(framework)(flags)
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="nothing to continue"):
+    with pytest.raises(SystemExit) as exit_:
         main(framework)(["--log-dir", str(tmp_path / "empty"), "--resume"])
+    assert exit_.value.code == 2 and "holds no run to continue" in capsys.readouterr().err
     for flag in ("--initial-checkpoint", "--init-from"):  # the family's older spelling
         with pytest.raises(SystemExit, match=r"^error: --initial-checkpoint: .*missing.params: no such file$"):
             main(framework)(["--log-dir", str(tmp_path / "run"), flag, str(tmp_path / "missing.params")])

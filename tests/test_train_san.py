@@ -118,7 +118,7 @@ def test_digits_run_writes_the_run_folder(straight_run):
 
 def test_resume_continues_exactly(straight_run, tmp_path):
     run_dir = tmp_path / "resumed"
-    train_here(*SMALL, "--epochs", "1", "--log-dir", str(run_dir))
+    train_here(*SMALL, "--epochs", "2", "--stop-after", "1", "--log-dir", str(run_dir))
     train_here(*SMALL, "--epochs", "2", "--log-dir", str(run_dir), "--resume")
     assert "resumed after epoch 0" in (run_dir / "train.log").read_text()
     assert_same_weights(straight_run / "model-last.pth", run_dir / "model-last.pth")
@@ -139,7 +139,8 @@ def _image_folder(root, per_class):
 
 def test_two_process_cpu_ddp_on_an_image_folder_resumes_exactly(tmp_path):
     """8 training images in global batches of 4 (2 per process), 6 validation images
-    (4 + 2: process 1 has no part of the last batch), 2 epochs straight and 1 + --resume."""
+    (4 + 2: process 1 has no part of the last batch), 2 epochs straight and 1 + --resume
+    under the launcher."""
     data = tmp_path / "data"
     _image_folder(data, per_class=4)
     flags = ["--dataset", "imagenet", "--data-dir", str(data), "--image-size", "32", "--layers",
@@ -156,7 +157,7 @@ def test_two_process_cpu_ddp_on_an_image_folder_resumes_exactly(tmp_path):
     assert (card["kwargs"], card["input_size"], card["classes"]) == \
         ({"num_classes": 2, "layers": [1] * 5, "kernels": [3, 3, 3, 3, 1]}, 32, ["ant", "bee"])
     assert_close(card["mean"], [0.485, 0.456, 0.406], np.float32, "card mean")
-    train(*flags, "--epochs", "1", "--log-dir", str(resumed), launcher=TORCHRUN)
+    train(*flags, "--epochs", "2", "--stop-after", "1", "--log-dir", str(resumed), launcher=TORCHRUN)
     train(*flags, "--epochs", "2", "--log-dir", str(resumed), "--resume", launcher=TORCHRUN)
     assert_same_weights(straight / "model-last.pth", resumed / "model-last.pth")
     assert [r["train_loss"] for r in metrics(resumed)] == [r["train_loss"] for r in rows]
@@ -215,7 +216,7 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys):
     assert exit_.value.code == 2 and "unknown keys learning_rate" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         train_san.main(["--resume", "--log-dir", str(tmp_path / "none"), *SMALL])
-    assert "nothing to resume" in str(exit_.value.code)
+    assert exit_.value.code == 2 and "holds no run to continue" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         build_loaders(parse_args("", SMALL), Processes(world=3))
     assert "--batch-size 4 must be a multiple of the 3 processes" in str(exit_.value.code)
@@ -226,7 +227,7 @@ def test_paddle_run_and_exact_resume(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     module = "paddle_impl.train_san"
     train(*SMALL, "--epochs", "2", "--log-dir", str(straight), module=module)
-    train(*SMALL, "--epochs", "1", "--log-dir", str(resumed), module=module)
+    train(*SMALL, "--epochs", "2", "--stop-after", "1", "--log-dir", str(resumed), module=module)
     train(*SMALL, "--epochs", "2", "--log-dir", str(resumed), "--resume", module=module)
     from common.checkpoint import load_pdparams
     expected = load_pdparams(straight / "model-last.pdparams")
