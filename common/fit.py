@@ -20,10 +20,10 @@ process calls :func:`fit` with ``reduce`` (sums an array over the processes, so 
 cover the whole dataset), and only the main one writes the run folder and the log.
 
 The run folder then holds ``model-best.<ext>``, ``model-last.<ext>``, the optimizer state
-``train-state.<optimizer_ext>``, ``metrics.jsonl`` and ``train-state.json`` (epoch, best
-accuracy and its epoch), written last, so that a run stopped at any point resumes from the
-last complete epoch. The loader is deterministic per (seed, epoch), so a resumed run sees the
-batches it would have seen.
+``train-state.<optimizer_ext>``, ``metrics.jsonl``, ``learning-curves.png`` and
+``train-state.json`` (epoch, best accuracy and its epoch), written last, so that a run
+stopped at any point resumes from the last complete epoch. The loader is deterministic per
+(seed, epoch), so a resumed run sees the batches it would have seen.
 """
 import json
 import os
@@ -37,6 +37,7 @@ from .checkpoint import CheckpointError, atomic_open
 from .convert import ConversionError
 from .run_folder import STATE_FILE, run_paths  # noqa: F401  (STATE_FILE: for callers)
 from .runs import Progress
+
 
 class Pass(NamedTuple):
     """One pass over a loader: mean loss, accuracy, the predicted classes, samples per second

@@ -227,15 +227,18 @@ class RunLog:
 
 
 class ConsoleHandler(logging.Handler):
-    """The console half of a run's log: warnings and errors on stderr, the rest on stdout
-    (a record with ``console=False`` only goes to the file)."""
+    """The console half of a run's log: warnings and errors on stderr as they are, the rest
+    on stdout with the time (a record with ``console=False`` only goes to the file)."""
 
     def emit(self, record):
         if not getattr(record, "console", True):
             return
-        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-        stream.write(self.format(record) + "\n")
-        stream.flush()
+        if record.levelno >= logging.WARNING:
+            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.flush()
+        else:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
 
 
 def number(value):

@@ -3,7 +3,7 @@ re-implementation (``common/attention_recipe.py``): MSRAPrelu init, hybridized n
 NAG with gluoncv's warmup + cosine or step schedule, mixup and label smoothing with dense
 targets, ImageNet mean/std normalisation.
 
-    python -m gluon_impl.train_attention --num-layers 56 --epochs 200 --mix-up 1 --alpha 1.0
+    python -m gluon_impl.train_attention --num-layers 56 --epochs 200 --mixup-alpha 1.0
     python -m gluon_impl.train_attention --dataset cifar10 --data-dir ../shared/data/cifar10-mini
 
 The run folder (``--log-dir``) gets ``train.log``, ``metrics.jsonl``, mxboard scalars,

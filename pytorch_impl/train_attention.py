@@ -6,7 +6,7 @@ as the Gluon Trainer does) and an MSRAPrelu initialisation drawn from torch's ge
 the same weights (``--initial-checkpoint``, or ``--init-from``) it reproduces the Gluon run numerically (``--dtype float64``
 for the proof).
 
-    python -m pytorch_impl.train_attention --num-layers 56 --epochs 200 --mix-up 1 --alpha 1.0
+    python -m pytorch_impl.train_attention --num-layers 56 --epochs 200 --mixup-alpha 1.0
 
 The run folder gets ``train.log``, ``metrics.jsonl``, TensorBoard scalars,
 ``model-last.pth`` / ``model-best.pth`` (``state_dict`` only), the model card ``model.json``,

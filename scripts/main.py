@@ -72,9 +72,10 @@ def available(job):
 
 
 def train(job, args, run_dir):
-    """Run the native train script as a subprocess, streaming its output."""
+    """Run the native train script as a subprocess, streaming its output; the run of an
+    earlier main job in ``run_dir`` is moved aside (``--overwrite``), never replaced."""
     command = [sys.executable, "-m", job.train_module, "--model", job.model, "--dataset", args.dataset,
-               "--seed", "0", "--log-dir", run_dir, *job.train_args]
+               "--seed", "0", "--log-dir", run_dir, "--overwrite", *job.train_args]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     print(f"  $ {' '.join(command[1:])}", flush=True)
