@@ -34,7 +34,7 @@ ROUNDOFF_FACTOR = 3
 def _numpy(x):
     for attr in ("asnumpy", "numpy"):  # MXNet NDArray, Paddle / detached torch tensors
         if hasattr(x, attr) and not isinstance(x, np.ndarray):
-            if hasattr(x, "detach"):
+            if attr == "numpy" and hasattr(x, "detach"):  # torch (an NDArray has detach too)
                 x = x.detach().cpu()
             return np.asarray(getattr(x, attr)())
     return np.asarray(x)
