@@ -109,7 +109,8 @@ def count_parameters(model):
 
 def main(argv=None):
     args = san_recipe.parse_args(__doc__.split("\n\n")[0], argv)
-    return san_recipe.train("gluon", args, initialized_model, Session, seed, count_parameters)
+    return san_recipe.train("gluon", args, initialized_model, Session, seed, count_parameters,
+                            argv=argv)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_digits_run_writes_the_run_folder(straight_run):
 
 def test_resume_continues_exactly(straight_run, tmp_path):
     run_dir = tmp_path / "resumed"
-    train_san.main([*SMALL, "--epochs", "1", "--log-dir", str(run_dir)])
+    train_san.main([*SMALL, "--epochs", "2", "--stop-after", "1", "--log-dir", str(run_dir)])
     train_san.main([*SMALL, "--epochs", "2", "--log-dir", str(run_dir), "--resume"])
     assert "resumed after epoch 0" in (run_dir / "train.log").read_text()
     expected = load_gluon_params(straight_run / "model-last.params")
