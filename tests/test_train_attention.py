@@ -87,7 +87,7 @@ def float64_runs(init_weights, tmp_path_factory):
 def test_run_folder(float64_runs, framework):
     run_dir = float64_runs[framework]
     for name in (f"model-best.{EXT[framework]}", f"model-last.{EXT[framework]}", "train.log",
-                 f"train-state.{EXT[framework]}", STATE_FILE):
+                 f"train-state.{EXT[framework]}", STATE_FILE, "learning-curves.png", "args.yaml"):
         assert (run_dir / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())
     records = metrics(run_dir)

@@ -112,7 +112,7 @@ def test_digits_run_writes_the_run_folder(straight_run):
     assert_validation(rows[1], straight_run, SMALL, num_classes=10)
     files = set(os.listdir(straight_run))
     assert {"model-last.pth", "model-best.pth", "train-state.pth", "train-state.json",
-            "train.log"} <= files
+            "train.log", "learning-curves.png", "args.yaml"} <= files
     assert not any(f.startswith("model-epoch") for f in files)  # --save-period 0 by default
 
 

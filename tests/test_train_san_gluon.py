@@ -40,7 +40,7 @@ def test_digits_run_writes_the_run_folder(straight_run):
         assert 0 <= r["train_acc"] <= r["train_top5"] <= 1
     assert rows[1]["lr"] == pytest.approx(0.1 * (1 + np.cos(np.pi / 2)) / 2)  # cosine, 2 epochs
     assert {"model-last.params", "model-best.params", "train-state.params", "train-state.json",
-            "train.log", "model.json"} <= set(os.listdir(straight_run))
+            "train.log", "model.json", "learning-curves.png", "args.yaml"} <= set(os.listdir(straight_run))
     card = json.loads((straight_run / "model.json").read_text())
     assert card["framework"] == "gluon" and card["kwargs"]["kernels"] == [3, 3, 3, 3, 1]
     # the last epoch's validation is that of the saved weights

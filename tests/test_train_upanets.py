@@ -58,7 +58,7 @@ def test_run_folder_and_exact_resume(framework, tmp_path):
     train(framework, tmp_path / "split", "--epochs", "2", "--resume")
     ext = EXT[framework]
     for name in (f"model-best.{ext}", f"model-last.{ext}", f"train-state.{OPTIMIZER_EXT[framework]}",
-                 STATE_FILE, "metrics.jsonl", "train.log"):
+                 STATE_FILE, "metrics.jsonl", "train.log", "learning-curves.png", "args.yaml"):
         assert (tmp_path / "full" / name).exists(), name
     full = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     split = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
