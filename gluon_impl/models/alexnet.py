@@ -22,7 +22,7 @@ class SimAM(nn.HybridBlock):
     ``var = sum((x - mu)^2) / n``, the inverse minimal energy of each neuron is
     ``e = (x - mu)^2 / (4 * (var + e_lambda)) + 0.5``, and the output is
     ``sigmoid(e) * x``. Needs ``H*W > 1``. A hybridized graph has no shapes, so ``n`` is
-    counted in the graph (a sum of ones over the spatial axes, exact in floating point).
+    counted in the graph: the sum of one H x W plane of ones (exact in floating point).
     """
 
     def __init__(self, e_lambda=1e-5):
@@ -31,7 +31,8 @@ class SimAM(nn.HybridBlock):
 
     def hybrid_forward(self, F, x):
         d = F.square(F.broadcast_sub(x, F.mean(x, axis=(2, 3), keepdims=True)))
-        n = F.sum(F.ones_like(d), axis=(2, 3), keepdims=True) - 1
+        plane = F.slice_axis(F.slice_axis(x, axis=0, begin=0, end=1), axis=1, begin=0, end=1)
+        n = F.sum(F.ones_like(plane), axis=(2, 3), keepdims=True) - 1
         var = F.broadcast_div(F.sum(d, axis=(2, 3), keepdims=True), n)
         energy_inv = F.broadcast_div(d, 4 * (var + self.e_lambda)) + 0.5
         return x * F.sigmoid(energy_inv)
