@@ -1,5 +1,6 @@
 """AlexNet and AlexNet-SimAM: the native Paddle models against their MXNet Gluon port, with
-weights converted by common/convert.py: sizes and names, eval forward (float64, imperative
+weights converted by common/convert.py: SimAM alone (the cases of parity_tests/test_simam.py),
+sizes and names, eval forward (float64, imperative
 and hybridized; float32 on random and real images), the train-mode forward and every
 parameter's gradient of the recipe's label-smoothing loss, three steps of the recipe's Adam,
 checkpoints through every format and back bit for bit, and a checkpoint the Paddle train
@@ -27,10 +28,12 @@ from common.loader import BatchLoader
 from common.mixup import MixupSampler, mixup
 from common.schedules import cosine_lr
 from gluon_impl import train_alexnet as gluon_recipe
+from gluon_impl.models.alexnet import SimAM
 from gluon_impl.weights import load_weights, model_shapes
 from paddle_impl import train_alexnet as paddle_recipe
 from parity_tests.test_alexnet import (MODELS, assert_float32_port_matches, numpy_state,
                                        paddle_logits, paddle_model, random_images)
+from parity_tests.test_simam import inputs, run_paddle, simam_formula
 from parity_tests.tolerances import assert_close
 from scripts.convert import main as convert_cli
 
@@ -61,6 +64,44 @@ def gluon_grads(net):
 def gluon_state(net):
     return to_canonical({k: p.data().asnumpy() for k, p in net._collect_params_with_prefix().items()},
                         "gluon")
+
+
+def run_gluon_simam(x, upstream, e_lambda, hybridize):
+    layer = SimAM(e_lambda)
+    if hybridize:
+        layer.hybridize()
+    xt = mx.nd.array(x, dtype=x.dtype)
+    xt.attach_grad()
+    with autograd.record():
+        out = layer(xt)
+        (out * mx.nd.array(upstream, dtype=x.dtype)).sum().backward()
+    return out.asnumpy(), xt.grad.asnumpy()
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+@pytest.mark.parametrize("e_lambda", [1e-5, 1e-4])
+def test_simam_values_and_input_gradients_float64(e_lambda, hybridize):
+    """Random, constant (zero variance), 1e4-magnitude and nearly constant channels (where
+    lambda matters): output and input gradient per channel, and the paper's formula."""
+    x = inputs(np.float64)
+    upstream = np.random.default_rng(5).standard_normal(x.shape)
+    p_out, p_grad = run_paddle(x, upstream, e_lambda)
+    g_out, g_grad = run_gluon_simam(x, upstream, e_lambda, hybridize)
+    assert_close(g_out, simam_formula(x, e_lambda), np.float64, "Gluon SimAM output vs formula")
+    for c in range(4):
+        assert_close(g_out[:, c], p_out[:, c], np.float64, f"SimAM output, channel {c}")
+        assert_close(g_grad[:, c], p_grad[:, c], np.float64, f"SimAM input gradient, channel {c}")
+
+
+def test_simam_float32():
+    """As ``test_simam.py`` holds the PyTorch port (the nearly constant channel left to
+    float64, where float32 measures round-off only)."""
+    x = inputs(np.float32)[:, :3].copy()
+    upstream = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    p_out, p_grad = run_paddle(x, upstream, 1e-5)
+    g_out, g_grad = run_gluon_simam(x, upstream, 1e-5, hybridize=True)
+    assert_close(g_out, p_out, np.float32, "SimAM output float32")
+    assert_close(g_grad, p_grad, np.float32, "SimAM input gradient float32")
 
 
 @pytest.fixture(scope="module", params=MODELS)
