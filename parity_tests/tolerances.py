@@ -33,9 +33,9 @@ ROUNDOFF_FACTOR = 3
 
 
 def _numpy(x):
-    for attr in ("asnumpy", "numpy"):  # MXNet NDArray, Paddle / detached torch tensors
+    for attr in ("asnumpy", "numpy"):  # MXNet NDArray, Paddle / torch tensors
         if hasattr(x, attr) and not isinstance(x, np.ndarray):
-            if hasattr(x, "detach"):
+            if attr == "numpy" and hasattr(x, "detach"):  # an NDArray has detach but no cpu
                 x = x.detach().cpu()
             return np.asarray(getattr(x, attr)())
     return np.asarray(x)
