@@ -242,7 +242,8 @@ CYCLE = ("gluon", "safetensors", "pytorch", "paddle", "pytorch", "safetensors", 
 
 def test_every_direction_bit_exact(tmp_path, capsys):
     """A checkpoint Gluon wrote (``save_parameters``) goes by the CLI through ``CYCLE`` and
-    every file holds the same tensors, bit for bit."""
+    every file holds the same tensors, bit for bit; so does the ``.pth`` of the model's
+    ``export`` file (``arg:`` names; ``--model`` needed: AlexNet's are AlexNet-SimAM's)."""
     mx.random.seed(11)
     net = gluon_impl.create_model("alexnet_simam")
     net.initialize(mx.init.Normal(0.05))
@@ -258,6 +259,14 @@ def test_every_direction_bit_exact(tmp_path, capsys):
         assert converted.keys() == original.keys(), files[-2:]
         for k, v in original.items():
             assert converted[k].dtype == v.dtype and np.array_equal(converted[k], v), (files[-2:], k)
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 128, 128)))
+    net.export(str(tmp_path / "exported"))
+    assert convert_cli([str(tmp_path / "exported-0000.params"), str(tmp_path / "exported.pth"),
+                        "--model", "alexnet_simam"]) == 0, capsys.readouterr().err
+    converted = read_state(tmp_path / "exported.pth")
+    assert converted.keys() == original.keys()
+    assert all(np.array_equal(converted[k], v) for k, v in original.items())
 
 
 def test_paddle_run_on_cifar10_converts_to_same_predictions(paddle_cifar10_run):

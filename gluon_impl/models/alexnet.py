@@ -54,22 +54,23 @@ class AlexNet(nn.HybridBlock):
 
     def __init__(self, num_classes=10, simam=False, e_lambda=1e-5, dropout=0.5):
         super().__init__()
-        self.features = nn.HybridSequential()
-        convs = [(3, 48, 11, 4, 5, True), (48, 128, 5, 1, 2, True), (128, 192, 3, 1, 1, False),
-                 (192, 192, 3, 1, 1, False), (192, 128, 3, 1, 1, True)]
-        for c_in, c_out, kernel, stride, padding, pool in convs:
-            self.features.add(nn.Conv2D(c_out, kernel, strides=stride, padding=padding,
-                                        in_channels=c_in))
-            if simam:
-                self.features.add(SimAM(e_lambda))
-            self.features.add(nn.Activation("relu"))
-            if pool:
-                self.features.add(nn.MaxPool2D(pool_size=3, strides=2))
-        self.classifier = nn.HybridSequential()
-        self.classifier.add(
-            nn.Dense(2048, in_units=128 * 3 * 3), nn.Activation("relu"), nn.Dropout(dropout),
-            nn.Dense(2048, in_units=2048), nn.Activation("relu"), nn.Dropout(dropout),
-            nn.Dense(num_classes, in_units=2048))
+        with self.name_scope():  # names alexnet0_conv0_weight...: its export files convert
+            self.features = nn.HybridSequential()
+            convs = [(3, 48, 11, 4, 5, True), (48, 128, 5, 1, 2, True), (128, 192, 3, 1, 1, False),
+                     (192, 192, 3, 1, 1, False), (192, 128, 3, 1, 1, True)]
+            for c_in, c_out, kernel, stride, padding, pool in convs:
+                self.features.add(nn.Conv2D(c_out, kernel, strides=stride, padding=padding,
+                                            in_channels=c_in))
+                if simam:
+                    self.features.add(SimAM(e_lambda))
+                self.features.add(nn.Activation("relu"))
+                if pool:
+                    self.features.add(nn.MaxPool2D(pool_size=3, strides=2))
+            self.classifier = nn.HybridSequential()
+            self.classifier.add(
+                nn.Dense(2048, in_units=128 * 3 * 3), nn.Activation("relu"), nn.Dropout(dropout),
+                nn.Dense(2048, in_units=2048), nn.Activation("relu"), nn.Dropout(dropout),
+                nn.Dense(num_classes, in_units=2048))
 
     def hybrid_forward(self, F, x):
         return self.classifier(F.flatten(self.features(x)))
