@@ -64,7 +64,8 @@ class Session:
     the reversed batch (images too) when ``--mixup-alpha`` > 0.
 
     A framework's subclass names its primitives, ``seed(n)``, ``tensor(array)`` and
-    ``no_grad()``, and its script's ``make_optimizer(model, lr, wd)``,
+    ``no_grad()`` (and ``numpy(tensor)`` and ``set_mode(train)`` where Paddle's and torch's,
+    the defaults, do not fit), and its script's ``make_optimizer(model, lr, wd)``,
     ``train_step(model, optimizer, images, targets, lr) -> (loss, logits)`` and
     ``loss(logits, targets)``, and has fit's checkpoint methods."""
 
@@ -72,6 +73,17 @@ class Session:
         self.model, self.args, self.num_classes = model, args, num_classes
         self.optimizer = self.make_optimizer(model, args.lr, args.wd)
         self.sampler = MixupSampler(args.mixup_alpha, args.seed) if args.mixup_alpha > 0 else None
+
+    @staticmethod
+    def numpy(tensor):
+        return tensor.numpy()
+
+    def set_mode(self, train):
+        """The model's train or eval mode (dropout on or off)."""
+        if train:
+            self.model.train()
+        else:
+            self.model.eval()
 
     def targets(self, labels):
         return smooth_uniform(labels, self.num_classes, self.args.label_smoothing)
@@ -82,17 +94,17 @@ class Session:
         targets = self.targets(labels)
         if self.sampler is not None:
             images, targets = mixup(images, targets, self.sampler(epoch, batch))
-        self.model.train()
+        self.set_mode(True)
         loss, logits = self.train_step(self.model, self.optimizer, self.tensor(images),
                                        self.tensor(targets), lr)
-        return float(loss) * len(labels), logits.numpy().argmax(1)
+        return float(self.numpy(loss)) * len(labels), self.numpy(logits).argmax(1)
 
     def eval_batch(self, images, labels):
-        self.model.eval()
+        self.set_mode(False)
         with self.no_grad():
             logits = self.model(self.tensor(images))
             loss = self.loss(logits, self.tensor(self.targets(labels)))
-        return float(loss) * len(labels), logits.numpy().argmax(1)
+        return float(self.numpy(loss)) * len(labels), self.numpy(logits).argmax(1)
 
 
 def train(framework, args, create_model, Session, argv=None):

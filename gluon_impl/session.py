@@ -1,7 +1,9 @@
 """What a Gluon train session (see ``common/fit.py``) writes to and reads from its run folder:
-``save_parameters`` weights and the Trainer's momentum by parameter name, both ``.params``;
-and its dashboard scalars, through mxboard."""
+``save_parameters`` weights and the Trainer's optimizer state by parameter name, both
+``.params``; its dashboard scalars, through mxboard; and the soft-target step of the recipes
+that train with dense (smoothed, mixed) targets."""
 import mxnet as mx
+from mxnet import autograd
 
 from common.checkpoint import atomic_path, load_gluon_params, save_gluon_params
 from common.convert import match_state, upgrade_names
@@ -30,16 +32,33 @@ class RunFiles:
         return {name: index[id(p)] for name, p in self.model._collect_params_with_prefix().items()}
 
     def save_optimizer(self, path):
-        states = self.trainer._updaters[0].states
-        save_gluon_params({name: states[i].asnumpy() for name, i in self.momentum_slots().items()
-                           if states.get(i) is not None}, path)
+        """Each parameter's optimizer state under its name: one array (momentum) as
+        ``<name>``, a tuple of arrays (``torchadam``'s step, m, v) as ``<name>.0``,
+        ``<name>.1``, ..."""
+        states, out = self.trainer._updaters[0].states, {}
+        for name, i in self.momentum_slots().items():
+            state = states.get(i)
+            if isinstance(state, (tuple, list)):
+                out.update({f"{name}.{k}": s.asnumpy() for k, s in enumerate(state)})
+            elif state is not None:
+                out[name] = state.asnumpy()
+        save_gluon_params(out, path)
 
     def load_optimizer(self, path):
         updater, saved = self.trainer._updaters[0], upgrade_names(load_gluon_params(path))
+
+        def array(key):
+            return mx.nd.array(saved[key], dtype=saved[key].dtype, ctx=self.ctx)
+
         for name, i in self.momentum_slots().items():
             if name in saved:
-                updater.states[i] = mx.nd.array(saved[name], dtype=saved[name].dtype, ctx=self.ctx)
-                updater.states_synced[i] = True
+                updater.states[i] = array(name)
+            elif f"{name}.0" in saved:
+                count = sum(1 for k in saved if k.rpartition(".")[0] == name)
+                updater.states[i] = tuple(array(f"{name}.{k}") for k in range(count))
+            else:
+                continue
+            updater.states_synced[i] = True
 
 
 class MxboardScalars:
@@ -54,3 +73,22 @@ class MxboardScalars:
 
     def close(self):
         self._writer.close()
+
+
+def soft_cross_entropy(logits, targets):
+    """Batch mean of ``sum(-targets * log_softmax(logits))``; with
+    :func:`common.labels.smooth_uniform` targets it is the recipe's label-smoothing loss
+    ``(1 - e) * nll + e * mean_k(-log p_k)`` (as ``paddle_impl.session.soft_cross_entropy``)."""
+    return -(targets * mx.nd.log_softmax(logits, axis=1)).sum(axis=1).mean()
+
+
+def train_step(model, trainer, images, targets, lr):
+    """One step of the Gluon ``trainer`` at learning rate ``lr`` on the soft-target loss (the
+    batch mean, so the Trainer steps with 1); returns (loss, logits)."""
+    trainer.set_learning_rate(lr)
+    with autograd.record():
+        logits = model(images)
+        loss = soft_cross_entropy(logits, targets)
+    loss.backward()
+    trainer.step(1)
+    return loss, logits

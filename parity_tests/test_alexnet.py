@@ -3,9 +3,6 @@ weights converted by common/convert.py: sizes and names, a bit-exact checkpoint 
 eval forward (float64 and float32, random and real images), every parameter's gradient of
 the recipe's label-smoothing loss, three Adam steps of the recipe, and a checkpoint the
 Paddle train script wrote on real CIFAR-10 images."""
-import json
-import subprocess
-import sys
 
 import numpy as np
 import paddle
@@ -113,23 +110,44 @@ def test_forward_float64(float64_pair):
     assert_close(actual, expected, np.float64, f"{name} logits")
 
 
-def assert_float32_port_matches(paddle_net, name, images, what, exact_count=None):
-    """The float32 port against the native model's exact logits (the same weights in
-    float64; on the first ``exact_count`` images when given) by the whole-network float32
-    rule of ``parity_tests/tolerances.py``, and the same argmax as the native float32 model
-    on every image.
+def paddle_logits(paddle_net, images):
+    """``paddle_net``'s eval-mode logits of ``images``, as numpy."""
+    paddle_net.eval()
+    with paddle.no_grad():
+        return paddle_net(paddle.to_tensor(images)).numpy()
+
+
+def torch_port_logits(paddle_net, name, images):
+    """The float32 PyTorch port's eval-mode logits of ``images``, with ``paddle_net``'s weights."""
+    torch_net = port(paddle_net, name).eval()
+    with torch.no_grad():
+        return torch_net(torch.from_numpy(images)).numpy()
+
+
+def native_logits(paddle_net, name, images, exact_count=None):
+    """The float32 native model's logits of ``images``, and its exact ones (the same weights
+    in float64) of the first ``exact_count`` images (all when None)."""
+    native64 = paddle_model(name, np.float64)
+    native64.set_state_dict({k: v.astype(np.float64) for k, v in numpy_state(paddle_net).items()})
+    return (paddle_logits(paddle_net, images),
+            paddle_logits(native64, images[:exact_count].astype(np.float64)))
+
+
+def assert_float32_port_matches(paddle_net, name, images, what, exact_count=None,
+                                port_logits=torch_port_logits, native=None):
+    """The float32 port (``port_logits(paddle_net, name, images)``, by default the PyTorch
+    port's) against the native model's exact logits (the same weights in float64; on the
+    first ``exact_count`` images when given) by the whole-network float32 rule of
+    ``parity_tests/tolerances.py``, and the same argmax as the native float32 model on every
+    image. ``native``: :func:`native_logits` of these images, where computed already.
 
     Two float32 runs are not compared elementwise: each framework's own float32 round-off
     on these logits is 0.2-1.8 float32 tolerances (measured against float64, random weights,
     random and CIFAR inputs), so their difference can reach several without any semantic
     difference, which the float64 tests rule out."""
-    native32, port32 = forward(paddle_net, port(paddle_net, name), images)
-    native64 = paddle_model(name, np.float64)
-    native64.set_state_dict({k: v.astype(np.float64) for k, v in numpy_state(paddle_net).items()})
-    native64.eval()
+    native32, exact = native or native_logits(paddle_net, name, images, exact_count)
+    port32 = port_logits(paddle_net, name, images)
     some = slice(exact_count)
-    with paddle.no_grad():
-        exact = native64(paddle.to_tensor(images[some].astype(np.float64))).numpy()
     assert_float32_roundoff(port32[some], native32[some], exact, f"{what}: float32 port vs native")
     assert_same_argmax(port32, native32, f"{what}: float32 predictions")
     return port32
@@ -232,24 +250,11 @@ def test_three_adam_steps_float64(name, mixup_alpha):
         assert_close(value, paddle_state[n], np.float64, f"{name} {n} after 3 Adam steps")
 
 
-def test_paddle_run_on_cifar10_converts_to_same_predictions(cifar10_mini, tmp_path):
-    """The Paddle script trains AlexNet-SimAM for a short epoch on real CIFAR-10 images;
-    the PyTorch port with its converted checkpoint predicts every test image the same."""
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "paddle_impl.train_alexnet", "--model", "alexnet_simam",
-           "--dataset", "cifar10", "--data-dir", str(cifar10_mini), "--epochs", "1",
-           "--batch-size", "32", "--max-batches", "4", "--workers", "1", "--log-dir", str(run)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert np.isfinite(record["train_loss"])
-
-    paddle_net = paddle_model("alexnet_simam")
-    paddle_net.set_state_dict(load_pdparams(run / "model-last.pdparams"))
-    trained = numpy_state(paddle_net)
-    assert not np.array_equal(trained["features.0.weight"],
-                              numpy_state(paddle_model("alexnet_simam"))["features.0.weight"])
-    images = cifar_test_images(cifar10_mini)
-    assert len(images) == 509
+def test_paddle_run_on_cifar10_converts_to_same_predictions(paddle_cifar10_run):
+    """The PyTorch port with the converted checkpoint of the Paddle script's run on real
+    CIFAR-10 images (``paddle_cifar10_run`` of ``parity_tests/conftest.py``) predicts every
+    test image as Paddle does."""
+    paddle_net, images, native = paddle_cifar10_run
     assert_float32_port_matches(paddle_net, "alexnet_simam", images,
-                                "trained AlexNet-SimAM on the CIFAR-10 test images", 64)
+                                "trained AlexNet-SimAM on the CIFAR-10 test images",
+                                len(native[1]), native=native)

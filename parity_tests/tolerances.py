@@ -14,8 +14,9 @@ A whole deep network cannot be held to the float32 tolerance: its float32 result
 float64 one by about the tolerance or more in every framework (measured, in units of it:
 train mode, whose batch statistics make the network ill-conditioned, PyTorch 1.4-10 on the
 Residual Attention Networks and 1-8 on UPANets16, MXNet 4-90; eval mode of AlexNet(-SimAM)
-with random weights on an AMD EPYC host, Paddle 0.22-0.96 and PyTorch's oneDNN
-convolutions 0.48-1.84, each of its convolutions alone 0.35-0.57), so two implementations
+with random weights on an AMD EPYC host, Paddle 0.22-0.96, PyTorch's oneDNN
+convolutions 0.48-1.84, each of its convolutions alone 0.35-0.57, and MXNet Gluon's
+0.74-1.18), so two implementations
 cannot agree to it either. :func:`assert_float32_roundoff` then holds the port to the float64
 result: within ``ROUNDOFF_FACTOR`` times the native's own error on the same inputs, or times
 the tolerance where the native is within it (measured: a port's error reached 1.9 times the
@@ -32,7 +33,7 @@ ROUNDOFF_FACTOR = 3
 
 
 def _numpy(x):
-    for attr in ("asnumpy", "numpy"):  # MXNet NDArray, Paddle / detached torch tensors
+    for attr in ("asnumpy", "numpy"):  # MXNet NDArray, Paddle / torch tensors
         if hasattr(x, attr) and not isinstance(x, np.ndarray):
             if attr == "numpy" and hasattr(x, "detach"):  # torch (an NDArray has detach too)
                 x = x.detach().cpu()

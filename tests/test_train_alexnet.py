@@ -1,5 +1,5 @@
-"""The AlexNet train scripts, Paddle native and the PyTorch port: the run folder the suite
-reads, a resume that continues bit for bit after an interruption, and clear errors.
+"""The AlexNet train scripts, Paddle native and the PyTorch and Gluon ports: the run folder the
+suite reads, a resume that continues bit for bit after an interruption, and clear errors.
 
 The scripts run in subprocesses: their TensorBoard writer must not share a process with
 mxboard, which other tests may have imported."""
@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from common.checkpoint import load_pdparams
+from common.checkpoint import load_gluon_params, load_pdparams
 
 SCRIPTS = {"paddle": ("paddle_impl.train_alexnet", "pdparams", "pdopt"),
-           "pytorch": ("pytorch_impl.train_alexnet", "pth", "pth")}
+           "pytorch": ("pytorch_impl.train_alexnet", "pth", "pth"),
+           "gluon": ("gluon_impl.train_alexnet", "params", "params")}
 # two short epochs of plain AlexNet on the embedded digits (the cheapest real run)
 ARGS = ["--model", "alexnet", "--batch-size", "8", "--max-batches", "2", "--epochs", "2",
         "--workers", "1", "--grid", "6"]
@@ -23,6 +24,8 @@ ARGS = ["--model", "alexnet", "--batch-size", "8", "--max-batches", "2", "--epoc
 def read_weights(path):
     if path.suffix == ".pdparams":
         return load_pdparams(path)
+    if path.suffix == ".params":
+        return load_gluon_params(path)
     import torch
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
 
@@ -93,10 +96,10 @@ def test_bad_input_fails_clearly(framework, tmp_path, capsys):
     assert code == 2 and output.startswith("error: --resume:") and "holds no run" in output
 
 
-def test_both_scripts_take_the_same_flags():
+def test_every_script_takes_the_same_flags():
     argv = ["--model", "alexnet", "--mixup-alpha", "0.2", "--epochs", "3", "--max-batches", "5"]
     paddle_args = importlib.import_module(SCRIPTS["paddle"][0]).parse_args(argv)
-    torch_args = importlib.import_module(SCRIPTS["pytorch"][0]).parse_args(argv)
-    assert vars(paddle_args) == vars(torch_args)
+    for port in ("pytorch", "gluon"):
+        assert vars(importlib.import_module(SCRIPTS[port][0]).parse_args(argv)) == vars(paddle_args)
     assert (paddle_args.batch_size, paddle_args.lr, paddle_args.wd, paddle_args.seed,
             paddle_args.label_smoothing) == (128, 5e-4, 1e-5, 42, 0.1)  # the recipe's
