@@ -31,9 +31,9 @@ STATE_FILE = "train-state.json"
 RUN_MARKERS = ("metrics.jsonl", "train-state.json", "model-*.*")
 # flags that say how a run executes or where it reads and writes, not what it computes
 FREE_ON_RESUME = frozenset({
-    "resume", "log_dir", "overwrite", "allow_changes", "workers", "log_interval", "debug",
-    "strict_data", "data_dir", "download", "stop_after", "save_period", "initial_checkpoint",
-    "config", "grid"})
+    "resume", "log_dir", "overwrite", "allow_changes", "workers", "threads", "log_interval",
+    "debug", "strict_data", "data_dir", "download", "stop_after", "save_period",
+    "initial_checkpoint", "config", "grid"})
 VERSIONED = ("numpy", "torch", "mxnet", "paddlepaddle")
 
 

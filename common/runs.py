@@ -62,6 +62,9 @@ def add_common_args(parser, checkpoint_aliases=(), datasets=DATASETS, **defaults
     g.add_argument("--data-dir", default=None, help="folder of the dataset's official files")
     g.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
     g.add_argument("-j", "--workers", type=int, default=d["workers"], help="threads preparing batches")
+    g.add_argument("--threads", type=int, default=None,
+                   help="threads of the framework's CPU operators (default: OMP_NUM_THREADS "
+                        "if set, else every core this process may use)")
     g.add_argument("--strict-data", action="store_true",
                    help="stop at an image that cannot be decoded (default: skip it with a warning)")
     g = parser.add_argument_group("schedule")
@@ -298,7 +301,9 @@ def open_run(args, framework, name, module, session, argv=None, main=True, board
     ``args.log_dir``. ``name`` names the default folder
     (``runs/<name>-<dataset>``) and the logger, ``module`` and ``argv`` the command.
     A folder that cannot be used ends the command with one line and exit status 2, before
-    anything is written. A process other than the ``main`` one gets a silent log."""
+    anything is written. A process other than the ``main`` one gets a silent log. The
+    framework then runs on ``--threads`` threads (:func:`use_threads`), set after every
+    import (importing a framework can change another's count)."""
     try:
         log_dir = run_folder.run_dir(args, name)
         changed = run_folder.changed_args(args, log_dir) if args.resume else ""
@@ -308,8 +313,10 @@ def open_run(args, framework, name, module, session, argv=None, main=True, board
         raise SystemExit(2) from None
     args.log_dir = log_dir
     if not main:
+        use_threads(args, framework)
         return quiet_log(log_dir)
     log = RunLog(log_dir, name, resume=bool(args.resume), board=board)
+    log.info("%s on %d CPU threads", framework, use_threads(args, framework))
     if moved:
         log.info("--overwrite: the earlier run of %s is now in %s", log_dir, moved)
     if changed:
@@ -317,6 +324,16 @@ def open_run(args, framework, name, module, session, argv=None, main=True, board
     if changed or not args.resume:
         run_folder.write_args(log_dir, args, framework, module, argv)
     return log
+
+
+def use_threads(args, framework):
+    """Set ``framework``'s CPU threads to ``--threads``; by default ``OMP_NUM_THREADS`` when
+    the user set it, else every core this process may use. Returns the count."""
+    from . import USER_OMP_THREADS
+    threads = args.threads or (int(USER_OMP_THREADS) if (USER_OMP_THREADS or "").isdigit()
+                               else len(os.sched_getaffinity(0)))
+    importlib.import_module(f"{framework}_impl").set_threads(threads)
+    return threads
 
 
 def quiet_log(log_dir):
@@ -345,7 +362,7 @@ def parse(parser, argv=None):
     """Parse ``argv`` and reject flag combinations that cannot work, with a clear message."""
     args = parser.parse_args(argv)
     for flag, least in (("epochs", 1), ("batch_size", 1), ("save_period", 0), ("log_interval", 0),
-                        ("stop_after", 1), ("max_batches", 1), ("workers", 0)):
+                        ("stop_after", 1), ("max_batches", 1), ("workers", 0), ("threads", 1)):
         if getattr(args, flag, None) is not None and getattr(args, flag) < least:
             parser.error(f"--{flag.replace('_', '-')} must be at least {least}")
     if args.dataset != "digits" and args.data_dir is None:

@@ -7,9 +7,9 @@ weight decay, cosine decay stepped every iteration, optional mixup.
 
 The run folder gets ``model-last.pdparams`` / ``model-best.pdparams`` (weights only), the
 optimizer state ``train-state.pdopt`` and ``train-state.json`` (epoch, best accuracy: what
-``--resume`` reads), ``train.log``, ``metrics.jsonl``, TensorBoard scalars, and at the end
-``learning-curves.png`` and ``predictions.png``. On CPU, Paddle uses one thread unless
-``OMP_NUM_THREADS`` is set before it starts.
+``--resume`` reads), ``train.log``, ``metrics.jsonl``, TensorBoard scalars,
+``learning-curves.png`` after every epoch and ``predictions.png`` at the end. Paddle runs on
+every core (``--threads`` to change; Paddle's own default is one thread).
 """
 import paddle
 

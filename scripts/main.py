@@ -44,12 +44,12 @@ SUITE = (  # each family's native recipe, shortened to two epochs of the embedde
     Job("attention56_cifar", "gluon", "gluon_impl.train_attention", ("pytorch",),
         ("--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--warmup-epochs", "1"),
         test_transform=attention_recipe.recipe_transforms()[1]),
-    Job("alexnet_simam", "paddle", "paddle_impl.train_alexnet", ("pytorch",),
+    Job("alexnet_simam", "paddle", "paddle_impl.train_alexnet", ("pytorch", "gluon"),
         ("--epochs", "2", "--batch-size", "32"), test_transform=alexnet_recipe.recipe_transforms()[1]),
     Job("upanets16", "pytorch", "pytorch_impl.train_upanets", ("paddle", "gluon"),
         ("--epochs", "2", "--batch-size", "32")),
-    Job("san10_pairwise", "pytorch", "pytorch_impl.train_san", ("paddle",),  # the recipe's lr 0.1
-        ("--epochs", "2", "--batch-size", "32", "--lr", "0.0125"),           # at batch 256, scaled
+    Job("san10_pairwise", "pytorch", "pytorch_impl.train_san", ("paddle", "gluon"),  # lr 0.1
+        ("--epochs", "2", "--batch-size", "32", "--lr", "0.0125"),  # at batch 256, scaled to 32
         model_kwargs={"kernels": SMALL_IMAGE_KERNELS}),
 )
 

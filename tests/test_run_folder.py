@@ -290,3 +290,29 @@ def test_no_third_party_noise():
     done = subprocess.run([sys.executable, "-c", "import paddle_impl.train_upanets"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
+
+
+def test_threads_default_to_every_core(monkeypatch):
+    """--threads sets the framework's CPU threads; by default OMP_NUM_THREADS when the user
+    set it, else every core (Paddle alone would use one)."""
+    import torch
+    import common
+    before = torch.get_num_threads()
+    calls = []
+    for framework in ("pytorch", "paddle", "gluon"):
+        monkeypatch.setattr(importlib.import_module(f"{framework}_impl"), "set_threads",
+                            lambda n, fw=framework: calls.append((fw, n)))
+    args = argparse.Namespace(threads=None)
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(common, "USER_OMP_THREADS", None)
+    assert [runs.use_threads(args, fw) for fw in ("pytorch", "paddle", "gluon")] == [cores] * 3
+    monkeypatch.setattr(common, "USER_OMP_THREADS", "3")
+    assert runs.use_threads(args, "paddle") == 3
+    assert runs.use_threads(argparse.Namespace(threads=5), "gluon") == 5
+    assert calls == [("pytorch", cores), ("paddle", cores), ("gluon", cores), ("paddle", 3), ("gluon", 5)]
+    monkeypatch.undo()
+    try:  # the real call, in PyTorch where the count can be read back
+        importlib.import_module("pytorch_impl").set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
