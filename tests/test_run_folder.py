@@ -45,7 +45,7 @@ def fake_run(folder):
 @pytest.mark.parametrize("module", SCRIPTS)
 def test_a_run_is_never_replaced(module, tmp_path, capsys):
     """Every train script refuses a folder that holds a run, before writing anything, in one
-    line that names the folder and the three ways on."""
+    line that names the folder and the three ways on; with --overwrite it moves the run aside."""
     folder = tmp_path / "run"
     before = fake_run(folder)
     with pytest.raises(SystemExit) as exit_:
@@ -57,6 +57,14 @@ def test_a_run_is_never_replaced(module, tmp_path, capsys):
         assert way in err
     assert listing(folder) == before
     assert sorted(os.listdir(tmp_path)) == ["run"]
+    # --overwrite moves it aside before anything else (here the data is missing: exit 2)
+    with pytest.raises(SystemExit) as exit_:
+        main(module)(["--log-dir", str(folder), "--overwrite", "--dataset", "cifar10",
+                      "--data-dir", str(tmp_path / "no-data")])
+    assert exit_.value.code == 2 and "cifar10 not found" in capsys.readouterr().err
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(aside) == 1 and listing(aside[0]) == before
+    assert "cifar10 not found" in (folder / "train.log").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -311,8 +319,15 @@ def test_threads_default_to_every_core(monkeypatch):
     assert runs.use_threads(argparse.Namespace(threads=5), "gluon") == 5
     assert calls == [("pytorch", cores), ("paddle", cores), ("gluon", cores), ("paddle", 3), ("gluon", 5)]
     monkeypatch.undo()
-    try:  # the real call, in PyTorch where the count can be read back
+    import paddle
+    import paddle_impl
+    openmp = paddle_impl.omp_runtime(paddle)
+    try:  # the real calls, where the count can be read back
         importlib.import_module("pytorch_impl").set_threads(1)
         assert torch.get_num_threads() == 1
+        for n in (1, 2):
+            paddle_impl.set_threads(n)
+            assert openmp.omp_get_max_threads() == n
     finally:
         torch.set_num_threads(before)
+        paddle_impl.set_threads(cores)
