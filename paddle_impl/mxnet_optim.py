@@ -8,7 +8,7 @@ changes at every step (gluoncv's warmup and cosine) rescales the accumulated vel
 whenever the weight decay is not zero (``parity_tests/test_attention_paddle.py`` shows both).
 
 :class:`MXNetSGD` has the optimizer methods a Paddle train session uses (``set_lr``,
-``get_lr``, ``step``, ``clear_grad``, ``state_dict``, ``set_state_dict``), its state keyed as
+``step``, ``clear_grad``, ``state_dict``, ``set_state_dict``), its state keyed as
 Paddle keys an optimizer's accumulators (``<parameter name>_momentum_0``), so that
 :mod:`paddle_impl.optim_state` saves it under structural names.
 """
@@ -42,9 +42,6 @@ class MXNetSGD:
 
     def set_lr(self, lr):
         self.lr = lr
-
-    def get_lr(self):
-        return self.lr
 
     @paddle.no_grad()
     def step(self):
