@@ -30,8 +30,9 @@ class RunFiles:
         optim_state.load(self.model, self.optimizer, path)
 
 
-def soft_cross_entropy(logits, targets):
-    """Batch mean of ``sum(-targets * log_softmax(logits))``; with
+def soft_cross_entropy(logits, targets, reduction="mean"):
+    """Batch mean (or, with ``reduction="sum"``, the sum: Gluon's per-sample losses, as its
+    backward sees them) of ``sum(-targets * log_softmax(logits))``; with
     :func:`common.labels.smooth_uniform` targets it is the recipe's label-smoothing loss
     ``(1 - e) * nll + e * mean_k(-log p_k)``.
 
@@ -40,7 +41,8 @@ def soft_cross_entropy(logits, targets):
     gradient once the logits of a row spread wider than 64 (it happens in the first
     iterations with Paddle's default initialisation)."""
     log_p = logits - paddle.logsumexp(logits, axis=1, keepdim=True)
-    return -(targets * log_p).sum(axis=1).mean()
+    per_sample = (targets * log_p).sum(axis=1)
+    return -(per_sample.sum() if reduction == "sum" else per_sample.mean())
 
 
 def train_step(model, optimizer, images, targets, lr):

@@ -18,17 +18,25 @@ def shapes_of(name, **kwargs):
         return model_shapes(create_model(name, **kwargs))
 
 
+def numpy_dtype(tensor):
+    """The numpy dtype of a Paddle tensor (``paddle.float64`` -> ``float64``)."""
+    return np.dtype(str(tensor.dtype).rpartition(".")[2])
+
+
 def load_weights(model, state, left=()):
-    """Load ``{name: ndarray}`` into ``model`` and return it in eval mode. Every tensor of
-    the model must be in ``state`` (Paddle itself only warns), but those named in ``left``,
-    which keep their initialisation (a classifier for another number of classes)."""
+    """Load ``{name: ndarray}`` into ``model`` and return it in eval mode, each array cast to
+    its tensor's dtype (Paddle refuses another; a float64 run may start from float32 weights,
+    as in MXNet and PyTorch). Every tensor of the model must be in ``state`` (Paddle itself
+    only warns), but those named in ``left``, which keep their initialisation (a classifier
+    for another number of classes)."""
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state) - set(left)), sorted(set(state) - set(own))
     if missing or unexpected:
         raise ConversionError(f"the state does not fit the model: missing {missing}, unexpected {unexpected}")
     with warnings.catch_warnings():  # Paddle warns about each tensor ``left`` keeps
         warnings.simplefilter("ignore")
-        model.set_state_dict({k: np.ascontiguousarray(v) for k, v in state.items()})
+        model.set_state_dict({k: np.ascontiguousarray(v, dtype=numpy_dtype(own[k]))
+                              for k, v in state.items()})
     return model.eval()
 
 

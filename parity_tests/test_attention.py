@@ -77,15 +77,21 @@ def to_dtype(model, dtype):
     return model.to(torch.float64 if dtype == np.float64 else torch.float32)
 
 
-def build_pair(name, dtype, seed=0, perturb=True):
+def build_gluon(name, dtype, seed=0, perturb=True):
     """A Gluon model with MSRAPrelu weights (and, with ``perturb``, random BN parameters and
-    statistics) and the PyTorch port holding the same values."""
+    statistics) in ``dtype``."""
     mx.random.seed(seed)
     net = create_gluon(name, num_classes=NUM_CLASSES)
     net.initialize(mx.init.MSRAPrelu())
     if perturb:
         perturb_norms(net, seed)
     net.cast(np.dtype(dtype).name)
+    return net
+
+
+def build_pair(name, dtype, seed=0, perturb=True):
+    """:func:`build_gluon`'s model and the PyTorch port holding the same values."""
+    net = build_gluon(name, dtype, seed, perturb)
     model = to_dtype(create_torch(name, num_classes=NUM_CLASSES), dtype)
     gluon_to_torch(net, model)
     return net, model
@@ -128,23 +134,33 @@ def test_forward_eval(pair):
     assert_same_argmax(actual, expected, f"{name} eval predictions")
 
 
-def train_mode_run(net, model, x):
-    """Train-mode logits, updated BN running statistics and the gradients of a random linear
-    function of the logits (their plain sum would have zero true gradients behind a train-mode
-    BN), of the Gluon net and of the torch model, keyed by the shared names."""
-    weights = np.random.default_rng(3).normal(size=(len(x), NUM_CLASSES)).astype(x.dtype)
+def logit_weights(x):
+    """The weights of the random linear function of the logits whose gradients the train-mode
+    tests compare (their plain sum would have zero true gradients behind a train-mode BN)."""
+    return np.random.default_rng(3).normal(size=(len(x), NUM_CLASSES)).astype(x.dtype)
+
+
+def gluon_train_mode_run(net, x):
+    """Train-mode logits, updated BN running statistics and the gradients of
+    :func:`logit_weights`' function of the logits, of the Gluon net, under canonical names."""
     with autograd.record(train_mode=True):
-        expected = net(mx.nd.array(x, dtype=x.dtype))
-        loss = (expected * mx.nd.array(weights, dtype=x.dtype)).sum()
+        logits = net(mx.nd.array(x, dtype=x.dtype))
+        loss = (logits * mx.nd.array(logit_weights(x), dtype=x.dtype)).sum()
     loss.backward()  # MXNet's BatchNorm updates its running statistics in the backward pass
+    grads = {k: p.grad().asnumpy() for k, p in net._collect_params_with_prefix().items()
+             if p.grad_req != "null"}
+    return dict(logits=logits.asnumpy(), stats=bn_statistics(to_canonical(gluon_state(net), "gluon")),
+                grads=to_canonical(grads, "gluon"))
+
+
+def train_mode_run(net, model, x):
+    """:func:`gluon_train_mode_run` of the Gluon net and the same of the torch model, keyed by
+    the shared names."""
+    gluon = gluon_train_mode_run(net, x)
     model.train()
     model.zero_grad()
     actual = model(torch.from_numpy(x))
-    (actual * torch.from_numpy(weights)).sum().backward()
-    gluon_grads = {k: p.grad().asnumpy() for k, p in net._collect_params_with_prefix().items()
-                   if p.grad_req != "null"}
-    gluon = dict(logits=expected.asnumpy(), stats=bn_statistics(to_canonical(gluon_state(net), "gluon")),
-                 grads=to_canonical(gluon_grads, "gluon"))
+    (actual * torch.from_numpy(logit_weights(x))).sum().backward()
     torch_run = dict(logits=actual.detach().numpy(), stats=bn_statistics(torch_state(model)),
                      grads={k: p.grad.numpy() for k, p in model.named_parameters()})
     assert gluon["stats"].keys() == torch_run["stats"].keys() and len(gluon["stats"]) > 0
@@ -213,20 +229,30 @@ def test_modules_train_mode_float32(kind, stage, size):
 
 
 # --------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("name,size", CASES, ids=[c[0] for c in CASES])
-def test_gradients_mixup_label_smoothing_float64(name, size):
-    net, model = build_pair(name, np.float64, seed=3)
-    x = images(size, np.float64, seed=4, batch=4)
-    y = np.array([1, 7, 3, 7])
-    lam = 0.3
-    x, targets = mixup(x, labels.smooth_one_hot(y, NUM_CLASSES, 0.1, dtype=np.float64), lam)
+def recipe_inputs(size, label_ids, lam=0.3, epsilon=0.1):
+    """A float64 batch of ``len(label_ids)`` random images and the recipe's dense targets for
+    them: label-smoothed one-hot, mixed with the reversed batch (mixup, ``lam``)."""
+    x = images(size, np.float64, seed=4, batch=len(label_ids))
+    return mixup(x, labels.smooth_one_hot(np.asarray(label_ids), NUM_CLASSES, epsilon, dtype=np.float64), lam)
+
+
+def gluon_recipe_gradients(net, x, targets):
+    """The gradients of the recipe's loss (per-sample softmax cross entropy on dense targets,
+    summed by the backward pass) of every parameter of the Gluon net, under canonical names."""
     with autograd.record():
         loss = gluon_loss()(net(mx.nd.array(x, dtype="float64")), mx.nd.array(targets, dtype="float64"))
     loss.backward()
+    return to_canonical({n: p.grad().asnumpy() for n, p in net._collect_params_with_prefix().items()
+                         if p.grad_req != "null"}, "gluon")
+
+
+@pytest.mark.parametrize("name,size", CASES, ids=[c[0] for c in CASES])
+def test_gradients_mixup_label_smoothing_float64(name, size):
+    net, model = build_pair(name, np.float64, seed=3)
+    x, targets = recipe_inputs(size, [1, 7, 3, 7])
+    gluon_grads = gluon_recipe_gradients(net, x, targets)
     model.train()
     torch_loss(model(torch.from_numpy(x)), torch.from_numpy(targets)).backward()
-    gluon_grads = to_canonical({n: p.grad().asnumpy() for n, p in net._collect_params_with_prefix().items()
-                                if p.grad_req != "null"}, "gluon")
     torch_grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
     assert gluon_grads.keys() == torch_grads.keys()
     for key, grad in gluon_grads.items():
@@ -276,6 +302,36 @@ def test_torch_nesterov_is_not_mxnet_nag():
 
 
 # --------------------------------------------------------------------------- training steps
+def recipe_batches(batch, steps=3, base_lr=0.01, epsilon=0.1):
+    """The first ``steps`` batches of the Gluon recipe on the real digits (augmentation, mixup
+    lambda per batch, smoothing ``epsilon``), float64, each with its rate: gluoncv's warmup over
+    3 iterations then cosine over 6 (``base_lr`` 0.01: 0.005, 0.01, 0.01). Yields
+    ``(images, dense targets, lr)``."""
+    train = get_dataset("digits", "train")
+    loader = BatchLoader(train, batch, transforms.cifar_train(train.mean, train.std),
+                         shuffle=True, drop_last=True, seed=0, workers=0)
+    sampler = MixupSampler(1.0, seed=0)
+    for i in range(steps):
+        x, y = loader.batch(0, i)
+        x, targets = mixup(x.astype(np.float64), labels.smooth_one_hot(y, NUM_CLASSES, epsilon, dtype=np.float64),
+                           sampler(0, i))
+        yield x, targets, gluoncv_lr(i + 1, base_lr, total_iters=6, warmup_iters=3)
+
+
+def gluon_recipe_steps(net, batches, base_lr=0.01, wd=1e-4):
+    """The Gluon recipe's steps (NAG, momentum 0.9, weight decay ``wd``, the Trainer stepped
+    with the batch size) on ``batches`` of :func:`recipe_batches`; returns the canonical
+    state."""
+    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": base_lr, "momentum": 0.9, "wd": wd})
+    for x, targets, lr in batches:
+        with autograd.record():
+            loss = gluon_loss()(net(mx.nd.array(x, dtype="float64")), mx.nd.array(targets, dtype="float64"))
+        loss.backward()
+        trainer.set_learning_rate(lr)
+        trainer.step(len(x))
+    return to_canonical(gluon_state(net), "gluon")
+
+
 def test_three_training_steps_float64():
     """The Gluon recipe for three steps on real digits batches (batch 4, augmentation,
     mixup lambda per batch, smoothing 0.1, NAG momentum 0.9, wd 1e-4, gluoncv warmup over 3
@@ -287,31 +343,18 @@ def test_three_training_steps_float64():
     by 2e-9 in torch alone, measured), and at lr 0.1 the loss diverges from 9.7 to 28 in three
     steps and the frameworks' round-off reaches 3e-9. A changing rate still separates MXNet's
     lr-inside-the-momentum rule from torch's by far more than the tolerance."""
-    name, steps, batch, base_lr, epsilon, wd = "attention56_cifar", 3, 4, 0.01, 0.1, 1e-4
+    name, steps, batch, base_lr, wd = "attention56_cifar", 3, 4, 0.01, 1e-4
     net, model = build_pair(name, np.float64, seed=6, perturb=False)
-    train = get_dataset("digits", "train")
-    loader = BatchLoader(train, batch, transforms.cifar_train(train.mean, train.std),
-                         shuffle=True, drop_last=True, seed=0, workers=0)
-    sampler = MixupSampler(1.0, seed=0)
-    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": base_lr, "momentum": 0.9, "wd": wd})
+    batches = list(recipe_batches(batch, steps, base_lr))
+    expected = gluon_recipe_steps(net, batches, base_lr, wd)
     opt = MXNetSGD(model.parameters(), lr=base_lr, momentum=0.9, wd=wd, nesterov=True, rescale_grad=1 / batch)
     model.train()
-    for i in range(steps):
-        x, y = loader.batch(0, i)
-        x, targets = mixup(x.astype(np.float64), labels.smooth_one_hot(y, NUM_CLASSES, epsilon, dtype=np.float64),
-                           sampler(0, i))
-        lr = gluoncv_lr(i + 1, base_lr, total_iters=6, warmup_iters=3)
-        with autograd.record():
-            loss = gluon_loss()(net(mx.nd.array(x, dtype="float64")), mx.nd.array(targets, dtype="float64"))
-        loss.backward()
-        trainer.set_learning_rate(lr)
-        trainer.step(batch)
+    for x, targets, lr in batches:
         opt.zero_grad()
         torch_loss(model(torch.from_numpy(x)), torch.from_numpy(targets)).backward()
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
-    expected = to_canonical(gluon_state(net), "gluon")
     actual = torch_state(model)
     assert expected.keys() == actual.keys()
     moved = 0

@@ -13,13 +13,12 @@ The run folder gets ``train.log``, ``metrics.jsonl``, TensorBoard scalars,
 the optimizer state ``train-state.pth`` and ``train-state.json``, all written atomically; ``--resume`` continues
 exactly.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import attention_recipe as recipe
+from common.attention_arch import msra_prelu_std
 from pytorch_impl import create_model, list_models
 from pytorch_impl.mxnet_optim import MXNetSGD
 from pytorch_impl.session import RunFiles
@@ -28,14 +27,13 @@ LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_
 
 
 def msra_prelu_init(model, generator):
-    """MXNet's ``MSRAPrelu()`` (Xavier, gaussian, factor 'avg', magnitude 2 / (1 + 0.25^2))
-    for conv and dense weights; BN scale 1, shift 0, biases 0."""
+    """MXNet's ``MSRAPrelu()`` (:func:`common.attention_arch.msra_prelu_std`) for conv and
+    dense weights; BN scale 1, shift 0, biases 0."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             w = module.weight
             receptive = w[0, 0].numel()
-            fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
-            std = math.sqrt((2.0 / (1 + 0.25 ** 2)) / ((fan_in + fan_out) / 2))
+            std = msra_prelu_std(w.shape[1] * receptive, w.shape[0] * receptive)
             with torch.no_grad():
                 w.copy_(torch.randn(w.shape, generator=generator, dtype=w.dtype) * std)
                 if module.bias is not None:

@@ -104,20 +104,19 @@ def _run(capsys, *argv):
 @pytest.mark.parametrize("name, depth, cifar, classes", CASES, ids=[c[0] for c in CASES])
 def test_an_original_params_file_loads_and_converts_bit_exact(name, depth, cifar, classes, tmp_path, capsys):
     """``load_parameters`` takes the original's file as it is; the CLI identifies the model
-    without ``--model`` and carries every tensor to PyTorch, safetensors and back unchanged
-    (the Residual Attention Network has no Paddle port yet)."""
+    without ``--model`` and carries every tensor to Paddle, PyTorch, safetensors, Paddle again
+    and back to Gluon unchanged."""
     src = tmp_path / "original.params"
     state = _original_file(src, depth, cifar, classes)
     net = create_gluon(name, num_classes=classes)
     net.load_parameters(str(src))  # strict: no name missing, none left over
     assert np.array_equal(net.output.weight.data().asnumpy(), state["output.weight"])
-    code, out, err = _run(capsys, src, tmp_path / "a.pth")
-    assert code == 0, err
-    assert f"model {name} " in out
-    code, out, err = _run(capsys, tmp_path / "a.pth", tmp_path / "b.safetensors")
-    assert code == 0, err
-    code, out, err = _run(capsys, tmp_path / "b.safetensors", tmp_path / "back.params")
-    assert code == 0, err
+    chain = [src, tmp_path / "a.pdparams", tmp_path / "b.pth", tmp_path / "c.safetensors",
+             tmp_path / "d.pdparams", tmp_path / "back.params"]
+    for a, b in zip(chain, chain[1:]):
+        code, out, err = _run(capsys, a, b)
+        assert code == 0, err
+        assert f"model {name} " in out  # identified from the tensors alone
     back = load_gluon_params(tmp_path / "back.params")
     assert back.keys() == state.keys()
     assert all(np.array_equal(back[k], v) for k, v in state.items())

@@ -5,9 +5,9 @@ must not share a process) on the embedded digits dataset with tiny budgets:
   format, resume state apart, ``metrics.jsonl``, ``train.log``, TensorBoard events);
 * ``--resume`` after an interrupted run (``--stop-after 2``) ends bit for bit where an
   uninterrupted run ends;
-* the PyTorch script reproduces the Gluon script from the same weights, in float64, through
-  three NAG steps with warmup + cosine, mixup and label smoothing;
-* both normalise with the original's ImageNet mean/std (the recipe's transforms);
+* the PyTorch and Paddle scripts reproduce the Gluon script from the same weights, in float64,
+  through three NAG steps with warmup + cosine, mixup and label smoothing;
+* all normalise with the original's ImageNet mean/std (the recipe's transforms);
 * bad flags and inputs fail at once with a clear message (in this process: no board is opened).
 """
 import json
@@ -20,15 +20,18 @@ import numpy as np
 import pytest
 
 from common import attention_recipe
-from common.checkpoint import load_gluon_params
+from common.checkpoint import load_gluon_params, load_pdparams
 from common.convert import to_canonical
 from common.data import get_dataset
 from common.fit import STATE_FILE
 from parity_tests.tolerances import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"gluon": "gluon_impl.train_attention", "pytorch": "pytorch_impl.train_attention"}
-EXT = {"gluon": "params", "pytorch": "pth"}
+SCRIPTS = {"gluon": "gluon_impl.train_attention", "pytorch": "pytorch_impl.train_attention",
+           "paddle": "paddle_impl.train_attention"}
+EXT = {"gluon": "params", "pytorch": "pth", "paddle": "pdparams"}
+OPTIMIZER_EXT = {**EXT, "paddle": "pdopt"}
+PORTS = ("pytorch", "paddle")
 # three epochs of one batch of 4: lr 0.01, then 0 twice (gluoncv's warmup + cosine over three
 # updates), where MXNet's momentum still moves the weights and torch's rule would not; mixup in
 # all three (epoch < 0.9 * 3)
@@ -53,6 +56,8 @@ def weights(framework, path):
     where possible."""
     if framework == "gluon":
         return to_canonical(load_gluon_params(path), "gluon")
+    if framework == "paddle":
+        return to_canonical(load_pdparams(path), "paddle")
     import torch
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
 
@@ -64,7 +69,7 @@ def metrics(run_dir):
 
 @pytest.fixture(scope="module")
 def init_weights(tmp_path_factory):
-    """One set of MSRAPrelu weights for both scripts, as a Gluon ``.params`` file."""
+    """One set of MSRAPrelu weights for every script, as a Gluon ``.params`` file."""
     path = tmp_path_factory.mktemp("init") / "init.params"
     code = ("import mxnet as mx; from gluon_impl import create_model; "
             "n = create_model('attention56_cifar'); n.initialize(mx.init.MSRAPrelu()); "
@@ -75,7 +80,7 @@ def init_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def float64_runs(init_weights, tmp_path_factory):
-    """Both scripts, the same flags and weights, float64, run uninterrupted."""
+    """Every script, the same flags and weights, float64, run uninterrupted."""
     dirs = {}
     for framework in SCRIPTS:
         dirs[framework] = tmp_path_factory.mktemp(f"{framework}-full")
@@ -87,7 +92,7 @@ def float64_runs(init_weights, tmp_path_factory):
 def test_run_folder(float64_runs, framework):
     run_dir = float64_runs[framework]
     for name in (f"model-best.{EXT[framework]}", f"model-last.{EXT[framework]}", "train.log",
-                 f"train-state.{EXT[framework]}", STATE_FILE, "learning-curves.png", "args.yaml"):
+                 f"train-state.{OPTIMIZER_EXT[framework]}", STATE_FILE, "learning-curves.png", "args.yaml"):
         assert (run_dir / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())
     records = metrics(run_dir)
@@ -100,13 +105,14 @@ def test_run_folder(float64_runs, framework):
     assert all(k.startswith(("features.", "output.")) for k in state)
 
 
-def test_pytorch_script_reproduces_gluon_script_float64(float64_runs):
+@pytest.mark.parametrize("port", PORTS)
+def test_port_script_reproduces_gluon_script_float64(float64_runs, port):
     gluon = weights("gluon", float64_runs["gluon"] / "model-last.params")
-    port = weights("pytorch", float64_runs["pytorch"] / "model-last.pth")
-    assert gluon.keys() == port.keys()
+    actual = weights(port, float64_runs[port] / f"model-last.{EXT[port]}")
+    assert gluon.keys() == actual.keys()
     for key, value in gluon.items():
-        assert_close(port[key], value, np.float64, f"after 3 steps: {key}")
-    for g, t in zip(metrics(float64_runs["gluon"]), metrics(float64_runs["pytorch"])):
+        assert_close(actual[key], value, np.float64, f"after 3 steps: {key}")
+    for g, t in zip(metrics(float64_runs["gluon"]), metrics(float64_runs[port])):
         for key in ("train_loss", "val_loss", "lr"):
             assert_close(t[key], g[key], np.float64, f"epoch {g['epoch']} {key}")
         assert t["train_acc"] == g["train_acc"] and t["val_acc"] == g["val_acc"]

@@ -34,20 +34,9 @@ stages, a 1024-channel head), 4.6 to 6.7 times those sizes.
 """
 from mxnet.gluon import nn
 
-from .. import register_model
+from common.attention_arch import ATTENTION_SPECS, NUM_STAGES, WIDTHS
 
-#: depth -> ([p, t, r], [attention modules in stage 1, 2, 3]) (paper Sec. 4.1)
-ATTENTION_SPECS = {
-    56: ((1, 2, 1), (1, 1, 1)),
-    92: ((1, 2, 1), (1, 2, 3)),
-    128: ((1, 2, 1), (3, 3, 3)),
-    164: ((1, 2, 1), (4, 4, 4)),
-    236: ((1, 2, 1), (6, 6, 6)),
-    452: ((2, 4, 3), (6, 6, 6)),
-}
-#: variant -> (stem width, stage widths, head width)
-WIDTHS = {"imagenet": (64, (256, 512, 1024), 2048), "cifar": (32, (128, 256, 512), 1024)}
-NUM_STAGES = 3
+from .. import register_model
 
 
 class BottleneckV2(nn.HybridBlock):

@@ -15,29 +15,15 @@ MXNet computes (../shared/docs/framework-semantics.md):
 
 Parameter counts are those of the Gluon model, explained in :mod:`gluon_impl.models.attention`.
 """
-import functools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention_arch import ATTENTION_SPECS, NUM_STAGES, WIDTHS, bilinear_matrix
+
 from .. import register_model
 from ..layers import BatchNorm2d
-
-#: depth -> ([p, t, r], [attention modules in stage 1, 2, 3]) (paper Sec. 4.1)
-ATTENTION_SPECS = {
-    56: ((1, 2, 1), (1, 1, 1)),
-    92: ((1, 2, 1), (1, 2, 3)),
-    128: ((1, 2, 1), (3, 3, 3)),
-    164: ((1, 2, 1), (4, 4, 4)),
-    236: ((1, 2, 1), (6, 6, 6)),
-    452: ((2, 4, 3), (6, 6, 6)),
-}
-#: variant -> (stem width, stage widths, head width)
-WIDTHS = {"imagenet": (64, (256, 512, 1024), 2048), "cifar": (32, (128, 256, 512), 1024)}
-NUM_STAGES = 3
-
 
 #: MXNet's BatchNorm takes its momentum as a C float (0.9 rounded to float32, which float64
 #: parity of the running statistics sees: 1 - 0.9f = 0.100000024 in torch's convention) and
@@ -50,29 +36,13 @@ def batch_norm(channels):
     return BatchNorm2d(channels, eps=1e-5, momentum=GLUON_BN_MOMENTUM, biased_var=True)
 
 
-@functools.lru_cache(maxsize=None)
-def _resize_matrix(size_in, size_out):
-    """[size_out, size_in] align_corners=True linear-interpolation matrix, with MXNet's
-    float32 source positions and weights (``BilinearResize2D``'s CPU kernel)."""
-    scale = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
-    position = scale * np.arange(size_out, dtype=np.float32)
-    low = position.astype(np.int64)
-    weight_high = (position - low.astype(np.float32)).astype(np.float64)
-    high = np.minimum(low + 1, size_in - 1)
-    matrix = np.zeros((size_out, size_in))
-    rows = np.arange(size_out)
-    np.add.at(matrix, (rows, low), 1 - weight_high)
-    np.add.at(matrix, (rows, high), weight_high)
-    return torch.from_numpy(matrix)
-
-
 def bilinear_resize_like(x, like):
     """Resize ``x`` (N, C, H, W) to the height and width of ``like`` as MXNet's
     ``contrib.BilinearResize2D(x, like, mode='like')`` does: separable align_corners=True
-    interpolation, one matrix product per axis."""
+    interpolation, one matrix product per axis (:func:`common.attention_arch.bilinear_matrix`)."""
     (h_in, w_in), (h_out, w_out) = x.shape[-2:], like.shape[-2:]
-    rows = _resize_matrix(h_in, h_out).to(x)
-    cols = _resize_matrix(w_in, w_out).to(x)
+    rows = torch.tensor(bilinear_matrix(h_in, h_out)).to(x)
+    cols = torch.tensor(bilinear_matrix(w_in, w_out)).to(x)
     return torch.matmul(torch.matmul(rows, x), cols.t())
 
 
