@@ -21,7 +21,8 @@ from .schedules import cosine_lr
 MODELS = ("alexnet", "alexnet_simam")
 
 
-def build_parser(description):
+def build_parser(description, add_args=None):
+    """The recipe's flags; ``add_args(parser)`` adds a framework's own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=runs.HelpFormatter)
     parser.add_argument("--model", default="alexnet_simam", choices=MODELS, help="registry name")
     parser.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
@@ -31,11 +32,13 @@ def build_parser(description):
     # model-last is written every epoch; further copies only on request
     runs.add_common_args(parser, epochs=50, batch_size=128, lr=5e-4, wd=1e-5, seed=42,
                          save_period=0)
+    if add_args is not None:
+        add_args(parser)
     return parser
 
 
-def parse_args(description, argv=None):
-    parser = build_parser(description)
+def parse_args(description, argv=None, add_args=None):
+    parser = build_parser(description, add_args)
     args = runs.parse(parser, argv)
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label-smoothing must lie in [0, 1)")

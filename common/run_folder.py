@@ -30,10 +30,12 @@ ARGS_FILE = "args.yaml"
 STATE_FILE = "train-state.json"
 RUN_MARKERS = ("metrics.jsonl", "train-state.json", "model-*.*")
 # flags that say how a run executes or where it reads and writes, not what it computes
+# (a device or the precision changes round-off, not the schedule)
 FREE_ON_RESUME = frozenset({
     "resume", "log_dir", "overwrite", "allow_changes", "workers", "threads", "log_interval",
     "debug", "strict_data", "data_dir", "download", "stop_after", "save_period",
-    "initial_checkpoint", "config", "grid"})
+    "initial_checkpoint", "config", "grid", "device", "ctx", "amp", "channels_last",
+    "memory_format"})
 VERSIONED = ("numpy", "torch", "mxnet", "paddlepaddle")
 
 

@@ -30,7 +30,8 @@ CONFIG_KEYS = ("model", "layers", "kernels", "dataset", "image_size", "epochs", 
                "momentum", "wd", "label_smoothing", "workers")
 
 
-def build_parser(description):
+def build_parser(description, add_args=None):
+    """The recipe's flags; ``add_args(parser)`` adds a framework's own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=runs.HelpFormatter)
     parser.add_argument("--config", help="a YAML recipe (pytorch_impl/configs/*.yaml); flags "
                                          "given on the command line override it")
@@ -44,11 +45,13 @@ def build_parser(description):
     parser.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     # model-last is written every epoch; further copies only on request
     runs.add_common_args(parser, lr=0.1, batch_size=64, wd=1e-4, save_period=0)
+    if add_args is not None:
+        add_args(parser)
     return parser
 
 
-def parse_args(description, argv=None):
-    parser = build_parser(description)
+def parse_args(description, argv=None, add_args=None):
+    parser = build_parser(description, add_args)
     first, _ = parser.parse_known_args(argv)
     if first.config:
         try:

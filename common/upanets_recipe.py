@@ -16,7 +16,8 @@ MODELS = ("upanets16", "upanets32", "upanets64")
 DATASETS = ("digits", "cifar10", "cifar100", "tiny_imagenet")
 
 
-def build_parser(framework):
+def build_parser(framework, add_args=None):
+    """The recipe's flags; ``add_args(parser)`` adds a framework's own."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {framework}_impl.train_upanets",
         description=f"Train UPANets ({framework}) with the reference recipe.",
@@ -27,13 +28,15 @@ def build_parser(framework):
     g.add_argument("--filters", type=int, choices=(16, 32, 64), default=16,
                    help="base width f when --model is not given")
     g.add_argument("--blocks", type=int, default=1, help="dense blocks per stage / 4")
+    if add_args is not None:
+        add_args(parser)
     return runs.add_common_args(parser, datasets=DATASETS, epochs=1, batch_size=100, lr=0.1,
                                 wd=5e-4, save_period=10)
 
 
-def parse(framework, argv=None):
+def parse(framework, argv=None, add_args=None):
     """Parsed arguments, with ``model``, ``img_size`` and the transforms filled in."""
-    parser = build_parser(framework)
+    parser = build_parser(framework, add_args)
     args = runs.parse(parser, argv)
     if args.model is not None and args.model != f"upanets{args.filters}" and args.filters != 16:
         parser.error(f"--model {args.model} and --filters {args.filters} disagree; give one")
@@ -51,15 +54,17 @@ def lr_at(args):
     return lambda epoch, batch, batches: cosine_lr(epoch, args.lr, args.epochs)
 
 
-def train(framework, argv, create_model, Session, seed, count_parameters, board=runs.ScalarWriter):
+def train(framework, argv, create_model, Session, seed, count_parameters, board=runs.ScalarWriter,
+          add_args=None):
     """The whole run of a UPANets train script: parse ``argv``, claim the run folder
     (:func:`common.runs.open_run`), seed the framework (``seed(n)``), build the loaders and
     ``create_model(name, **kwargs)`` (the recipe's initialisation; ``--num-classes``, by
     default the dataset's), load ``--initial-checkpoint`` over it, write the model card, and
     :func:`common.fit.fit` the framework's ``Session(model, args)`` in the run folder.
     ``count_parameters(model)`` gives the trainable count for the log; ``board(log_dir)`` is
-    the TensorBoard writer (Gluon: mxboard). Returns the best test accuracy."""
-    args = parse(framework, argv)
+    the TensorBoard writer (Gluon: mxboard); ``add_args(parser)`` adds the framework's own
+    flags. Returns the best test accuracy."""
+    args = parse(framework, argv, add_args)
     log = runs.open_run(args, framework, f"{framework}-{args.model}",
                         f"{framework}_impl.train_upanets", Session, argv, board=board)
     try:

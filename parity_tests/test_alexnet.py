@@ -23,6 +23,7 @@ from common.schedules import cosine_lr
 from paddle_impl import train_alexnet as paddle_recipe
 from parity_tests.tolerances import assert_close, assert_float32_roundoff, assert_same_argmax
 from pytorch_impl import train_alexnet as torch_recipe
+from pytorch_impl.session import train_step as torch_train_step
 
 MODELS = ("alexnet", "alexnet_simam")
 TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
@@ -242,7 +243,7 @@ def test_three_adam_steps_float64(name, mixup_alpha):
         lr = cosine_lr(step, 5e-4, 3)
         paddle_loss, _ = paddle_recipe.train_step(paddle_net, paddle_opt, paddle.to_tensor(images),
                                                   paddle.to_tensor(targets), lr)
-        torch_loss, _ = torch_recipe.train_step(torch_net, torch_opt, torch.from_numpy(images),
+        torch_loss, _ = torch_train_step(torch_net, torch_opt, torch.from_numpy(images),
                                                 torch.from_numpy(targets), lr)
         assert_close(torch_loss, paddle_loss, np.float64, f"{name} loss at step {step}")
     paddle_state = to_canonical(numpy_state(paddle_net), "paddle")

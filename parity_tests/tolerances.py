@@ -30,6 +30,12 @@ TOLERANCES = {
     np.dtype(np.float32): (1e-5, 1e-6),
 }
 ROUNDOFF_FACTOR = 3
+# --amp (bfloat16 autocast on the CPU) against float32: the relative difference of the first
+# training batch's loss, the forward before any update (bfloat16 keeps 8 bits of mantissa).
+# Measured at batch 4 on the digits: UPANets16 0.50%, a one-block SAN10 2.3% (its last stage's
+# BatchNorm sees 4 values); over 3 SGD steps at lr 0.1 the epoch's mean loss drifts further
+# (UPANets16 4.2%), which is not held to this.
+AMP_LOSS_RTOL = 0.05
 
 
 def _numpy(x):

@@ -17,13 +17,13 @@ import torch
 from common import alexnet_recipe
 from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
 from pytorch_impl import create_model
-from pytorch_impl.session import RunFiles, soft_cross_entropy, train_step
+from pytorch_impl.session import Placement, RunFiles, add_device_args, soft_cross_entropy
 
 FRAMEWORK = "pytorch"
 
 
 def parse_args(argv=None):
-    return alexnet_recipe.parse_args(__doc__.split("\n\n")[0], argv)
+    return alexnet_recipe.parse_args(__doc__.split("\n\n")[0], argv, add_device_args)
 
 
 def make_optimizer(model, lr, wd):
@@ -32,13 +32,21 @@ def make_optimizer(model, lr, wd):
 
 
 class Session(RunFiles, alexnet_recipe.Session):
-    """The recipe's session (:class:`common.alexnet_recipe.Session`) in PyTorch."""
+    """The recipe's session (:class:`common.alexnet_recipe.Session`) in PyTorch, on
+    ``--device`` in ``--amp``'s precision (:class:`pytorch_impl.session.Placement`)."""
     seed = staticmethod(torch.manual_seed)
-    tensor = staticmethod(torch.from_numpy)
     no_grad = staticmethod(torch.no_grad)
     make_optimizer = staticmethod(make_optimizer)
-    train_step = staticmethod(train_step)
     loss = staticmethod(soft_cross_entropy)
+
+    def __init__(self, model, args, num_classes):
+        self.placement = Placement(args)
+        super().__init__(self.placement.module(model), args, num_classes)
+        self.tensor, self.train_step = self.placement.tensor, self.placement.train_step
+
+    @staticmethod
+    def numpy(tensor):
+        return tensor.cpu().numpy()
 
 
 def main(argv=None):

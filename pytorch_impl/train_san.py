@@ -24,27 +24,30 @@ import torch.distributed as dist
 
 from common import san_recipe
 from pytorch_impl import create_model
-from pytorch_impl.session import RunFiles, soft_cross_entropy, train_step
+from pytorch_impl.session import Placement, RunFiles, add_device_args, soft_cross_entropy
 
 
 class Session(RunFiles, san_recipe.Session):
     """The recipe's session (:class:`common.san_recipe.Session`) in PyTorch, on the
-    process's device; under ``torchrun`` it trains and evaluates through
-    DistributedDataParallel, whose first forward after training hands every process the
-    BatchNorm statistics of process 0: the metrics are those of the weights it saves."""
+    process's device in ``--amp``'s precision (:class:`pytorch_impl.session.Placement`);
+    under ``torchrun`` it trains and evaluates through DistributedDataParallel, whose first
+    forward after training hands every process the BatchNorm statistics of process 0: the
+    metrics are those of the weights it saves."""
     no_grad = staticmethod(torch.no_grad)
-    train_step = staticmethod(train_step)
     loss = staticmethod(soft_cross_entropy)
 
     def place(self, model, processes):
-        self.device = torch.device(processes.device)
-        model.to(self.device)
+        self.placement = Placement(self.args, processes.device)
+        self.placement.module(model)
         if processes.world == 1:
             return model
         return torch.nn.parallel.DistributedDataParallel(model)
 
     def tensor(self, array):
-        return torch.from_numpy(array).to(self.device)
+        return self.placement.tensor(array)
+
+    def train_step(self, *step):
+        return self.placement.train_step(*step)
 
     @staticmethod
     def numpy(tensor):
@@ -63,13 +66,13 @@ def all_reduce(array, device):
     return total.cpu().numpy()
 
 
-def join_processes():
+def join_processes(args):
     """This process's place in a ``torchrun`` launch (gloo on CPUs; nccl on GPUs, one per
-    process), or a single process on the first GPU, else the CPU."""
+    process), or a single process on ``--device``, by default the first GPU, else the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and args.device != "cpu"
     if world == 1:
-        return san_recipe.Processes(device="cuda" if cuda else "cpu")
+        return san_recipe.Processes(device=args.device or ("cuda" if cuda else "cpu"))
     dist.init_process_group("nccl" if cuda else "gloo")
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
     if cuda:
@@ -79,8 +82,8 @@ def join_processes():
 
 
 def main(argv=None):
-    args = san_recipe.parse_args(__doc__.split("\n\n")[0], argv)
-    processes = join_processes()
+    args = san_recipe.parse_args(__doc__.split("\n\n")[0], argv, add_device_args)
+    processes = join_processes(args)
     try:
         return san_recipe.train("pytorch", args, create_model, Session, torch.manual_seed,
                                 lambda model: sum(p.numel() for p in model.parameters()), processes,

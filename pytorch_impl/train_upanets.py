@@ -11,41 +11,43 @@ import torch.nn.functional as F
 
 from common import upanets_recipe
 from pytorch_impl import create_model
-from pytorch_impl.data import to_tensors
-from pytorch_impl.session import RunFiles
+from pytorch_impl.session import Placement, RunFiles, add_device_args
 
 
 class Session(RunFiles):
-    """UPANets' recipe in PyTorch, for :func:`common.fit.fit`."""
+    """UPANets' recipe in PyTorch, for :func:`common.fit.fit`, on ``--device`` in
+    ``--amp``'s precision (:class:`pytorch_impl.session.Placement`)."""
 
     def __init__(self, model, args):
-        self.model = model
+        self.placement = Placement(args)
+        self.model = self.placement.module(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=args.lr,
                                          momentum=upanets_recipe.MOMENTUM, weight_decay=args.wd)
 
     def train_batch(self, images, labels, lr, epoch, batch):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = to_tensors((images, labels))
+        x, y = self.placement.tensor(images), self.placement.tensor(labels)
         self.model.train()
         self.optimizer.zero_grad()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item() * len(y), logits.argmax(1).numpy()
+        with self.placement.autocast():
+            logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        self.placement.backward(loss, self.optimizer)
+        return loss.item() * len(y), logits.argmax(1).cpu().numpy()
 
     @torch.no_grad()
     def eval_batch(self, images, labels):
-        x, y = to_tensors((images, labels))
+        x, y = self.placement.tensor(images), self.placement.tensor(labels)
         self.model.eval()
         logits = self.model(x)
-        return F.cross_entropy(logits, y, reduction="sum").item(), logits.argmax(1).numpy()
+        return F.cross_entropy(logits, y, reduction="sum").item(), logits.argmax(1).cpu().numpy()
 
 
 def main(argv=None):
     return upanets_recipe.train("pytorch", argv, create_model, Session, torch.manual_seed,
-                                lambda model: sum(p.numel() for p in model.parameters()))
+                                lambda model: sum(p.numel() for p in model.parameters()),
+                                add_args=add_device_args)
 
 
 if __name__ == "__main__":
