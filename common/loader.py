@@ -8,15 +8,18 @@ its images exactly as one process would.
 Batches are numpy arrays (N x 3 x H x W float32 images, N int64 labels); the adapters in
 each ``*_impl.data`` module turn them into that framework's tensors.
 
-Worker processes (``workers`` > 0) are forked at the start of each epoch and stopped at its
-end, or as soon as the consumer stops iterating or an error stops the epoch. Fork shares the
-dataset (an in-memory uint8 array copy-on-write, or an :class:`~common.data.ImageFolder`'s
-list of paths), the transform (closures and lambdas included: nothing is pickled) and the
-epoch's order with every worker; each task is one batch index, and each worker sends back its
-batch's pixels as raw bytes through a pipe, with the labels and the images it skipped. Batch
-``b`` goes to worker ``b % workers``, each worker keeps :data:`PREFETCH` batches queued, and
-the batches come out in order. Where ``fork`` does not exist (Windows) the batches are
-prepared in the main process.
+Worker processes (``workers`` > 0) are forked at the first epoch and serve the next ones;
+they stop as soon as the consumer leaves an epoch early or an error stops it (the next epoch
+forks new ones), when the loader is closed or garbage-collected, and when Python exits. Fork
+shares the dataset (an in-memory uint8 array copy-on-write, or an
+:class:`~common.data.ImageFolder`'s list of paths) and the transform (closures and lambdas
+included: nothing of the loader is pickled) with every worker, as they were at the fork
+(a loader whose dataset, transform, seed or batch size changed forks new workers). At the
+start of an epoch each worker receives its order and places; then each task is one batch
+index, and the worker sends back the batch's pixels as raw bytes through a pipe, with the
+labels and the images it skipped. Batch ``b`` goes to worker ``b % workers``, each worker
+keeps :data:`PREFETCH` batches queued, and the batches come out in order. Where ``fork``
+does not exist (Windows) the batches are prepared in the main process.
 """
 import io
 import multiprocessing
@@ -25,6 +28,7 @@ import pickle
 import signal
 import struct
 import traceback
+import weakref
 
 import numpy as np
 
@@ -38,7 +42,7 @@ class BatchLoader:
 
     ``shuffle`` draws a new order every epoch; ``drop_last`` drops a final short batch;
     ``workers`` processes prepare up to ``PREFETCH * workers`` batches ahead (0: the batches
-    are prepared in the main process, when they are asked for).
+    are prepared in the main process, when they are asked for); :meth:`close` stops them.
 
     An image the dataset cannot decode (a :class:`~common.data.DatasetError`) stops the
     epoch, unless ``skip_bad(message)`` is given: then it is called (in the main process,
@@ -53,7 +57,7 @@ class BatchLoader:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset, self.batch_size, self.transform = dataset, batch_size, transform
         self.shuffle, self.drop_last, self.seed, self.workers = shuffle, drop_last, seed, workers
-        self.skip_bad, self._skipped = skip_bad, {}
+        self.skip_bad, self._skipped, self._pool = skip_bad, {}, None
 
     def __len__(self):
         n = len(self.dataset)
@@ -76,8 +80,8 @@ class BatchLoader:
         return self._account(epoch, self._prepare(epoch, index, order, places))
 
     def _prepare(self, epoch, index, order, places):
-        """((images, labels) or None, skipped indices, their messages) of batch ``index``:
-        what a worker computes, without side effects."""
+        """((images, labels) or None, [(skipped index, message)]) of batch ``index``: what a
+        worker computes, without side effects."""
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
         images, kept, skipped = [], [], []
         for i, place in zip(order[part], places[part]):
@@ -106,7 +110,8 @@ class BatchLoader:
     def epoch(self, epoch):
         """Iterate over the batches of ``epoch``."""
         plan = self.order(epoch), self.places(epoch)
-        if self.workers <= 0 or len(self) == 0 or "fork" not in multiprocessing.get_all_start_methods():
+        if self.workers <= 0 or len(self) == 0 or \
+                "fork" not in multiprocessing.get_all_start_methods():
             batches = (self.batch(epoch, b, *plan) for b in range(len(self)))
         else:
             batches = self._in_workers(epoch, plan)
@@ -114,9 +119,10 @@ class BatchLoader:
 
     def _in_workers(self, epoch, plan):
         n = len(self)
-        pool = _Workers(min(self.workers, n), lambda b: self._prepare(epoch, b, *plan))
-        ahead, finished = PREFETCH * pool.count, False
+        pool = self._pool_for_epoch()
+        ahead, finished, pool.busy = PREFETCH * pool.count, False, True
         try:
+            pool.plan(epoch, *plan)
             for b in range(min(n, ahead)):
                 pool.submit(b)
             for b in range(n):
@@ -125,20 +131,49 @@ class BatchLoader:
                 yield self._account(epoch, pool.result(b))
             finished = True
         finally:
-            pool.close(wait=finished)
+            pool.busy = False
+            if pool is not self._pool:  # the pool of an epoch iterated beside another
+                pool.close()
+            elif not finished:  # left early or failed: stop the workers rather than wait for them
+                self.close()
+
+    def _pool_for_epoch(self):
+        """The worker processes, forked at the first epoch and kept while they are of use:
+        forked anew when the dataset, transform, seed, batch size, skip policy or worker
+        count changed since (they hold the loader as it was then); an epoch iterated while
+        another one runs gets workers of its own, stopped at its end."""
+        state = (id(self.dataset), id(self.transform), self.seed, self.batch_size,
+                 self.skip_bad is None, self.workers)
+        if self._pool is not None and not self._pool.busy and self._pool.state != state:
+            self.close()
+        if self._pool is not None and self._pool.busy:
+            return _Workers(self.workers, self._prepare, state)
+        if self._pool is not None:
+            return self._pool
+        self._pool = _Workers(self.workers, self._prepare, state)
+        self._finalizer = weakref.finalize(self, self._pool.close)
+        return self._pool
+
+    def close(self):
+        """Stop the worker processes (they also stop when an epoch is left early or fails,
+        when the loader is garbage-collected and when Python exits)."""
+        if self._pool is not None:
+            self._finalizer()
+            self._pool = None
 
     def __iter__(self):
         return self.epoch(0)
 
 
 class _Workers:
-    """``count`` forked processes running ``work(index)``; task ``i`` goes to worker
-    ``i % count``, whose results come back in the order of its tasks. Each worker has a task
-    pipe (8-byte indices; end of file: stop) and a result pipe (a length-prefixed pickled
-    header, then the images' raw bytes)."""
+    """``count`` forked processes running ``work(epoch, index, order, places)`` for the
+    latest plan sent (:meth:`plan`: epoch, order, places); task ``index`` goes to worker
+    ``index % count``, whose results come back in the order of its tasks. Each worker has a
+    task pipe and a result pipe: length-prefixed pickles (for a result, followed by the
+    images' raw bytes); the end of the task pipe stops it."""
 
-    def __init__(self, count, work):
-        self.count, self.processes = count, []
+    def __init__(self, count, work, state=None):
+        self.count, self.state, self.processes, self.busy = count, state, [], False
         pipes = [os.pipe() + os.pipe() for _ in range(count)]  # task r, w; result r, w
         self.tasks = [io.FileIO(p[1], "w") for p in pipes]
         self.results = [io.FileIO(p[2], "r") for p in pipes]
@@ -158,18 +193,28 @@ class _Workers:
                 os.close(task_r)
                 os.close(result_w)
 
+    def plan(self, *plan):
+        """Send every worker the plan of an epoch (while they wait for it, idle: a big plan
+        cannot fill a pipe that a busy worker does not read)."""
+        for k in range(self.count):
+            self._send(k, ("plan", *plan))
+
     def submit(self, index):
+        """Queue task ``index`` of the plan."""
+        self._send(index % self.count, index)
+
+    def _send(self, k, task):
+        message = pickle.dumps(task)
         try:
-            self.tasks[index % self.count].write(struct.pack("<q", index))
+            _write(self.tasks[k], struct.pack("<Q", len(message)) + message)
         except BrokenPipeError:
-            raise self._stopped(index % self.count) from None
+            raise self._stopped(k) from None
 
     def result(self, index):
         k = index % self.count
         pipe = self.results[k]
         try:
-            size, = struct.unpack("<Q", _read(pipe, 8))
-            kind, header = pickle.loads(_read(pipe, size))
+            kind, header = _receive(pipe)
             if kind == "error":
                 raise _rebuild(*header)
             batch, skipped = header
@@ -188,15 +233,14 @@ class _Workers:
         return RuntimeError(f"loader worker {k} (pid {process.pid}) stopped unexpectedly "
                             f"(exit code {process.exitcode})")
 
-    def close(self, wait=False):
-        """Stop the workers: at the end of their task pipe when ``wait`` (all their tasks
-        done), else (an epoch left early or stopped by an error) by SIGTERM at once; SIGKILL
-        when one is still there 5 seconds later."""
+    def close(self):
+        """Stop the workers by SIGTERM (the end of its task pipe would not reach a worker
+        whose pipe a worker of another loader, forked later, holds too); SIGKILL when one is
+        still there 5 seconds later."""
         for pipe in self.tasks:
             pipe.close()
-        if not wait:
-            for process in self.processes:
-                process.terminate()
+        for process in self.processes:
+            process.terminate()
         for process in self.processes:
             process.join(5)
             if process.is_alive():
@@ -204,6 +248,12 @@ class _Workers:
                 process.join()
         for pipe in self.results:
             pipe.close()
+
+
+def _receive(pipe):
+    """A length-prefixed pickle from ``pipe``."""
+    size, = struct.unpack("<Q", _read(pipe, 8))
+    return pickle.loads(_read(pipe, size))
 
 
 def _read(pipe, size, into=None):
@@ -226,8 +276,8 @@ def _write(pipe, data):
 
 
 def _serve(work, task_fd, result_fd, inherited):
-    """A worker's loop: read a batch index, send back what ``work`` made of it, until the end
-    of the task pipe (or a closed result pipe: the main process stopped listening)."""
+    """A worker's loop: read a task, send back what ``work`` made of it, until the end of the
+    task pipe (or a closed result pipe: the main process stopped listening)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for fd in inherited:  # the other pipes' ends: the main process alone holds them
@@ -235,10 +285,13 @@ def _serve(work, task_fd, result_fd, inherited):
     tasks, results = io.FileIO(task_fd, "r"), io.FileIO(result_fd, "w")
     try:
         while True:
-            index, = struct.unpack("<q", _read(tasks, 8))
+            task = _receive(tasks)
+            if isinstance(task, tuple):
+                _, epoch, order, places = task
+                continue
             images = None
             try:
-                batch, skipped = work(index)
+                batch, skipped = work(epoch, task, order, places)
                 if batch is not None:
                     images, labels = batch
                     images = np.ascontiguousarray(images)

@@ -9,10 +9,11 @@ flower.jpg, grace_hopper.jpg), rescaled to ImageNet's typical 500 x 375 (or 375 
 written at quality 90 into a temporary ``train/<class>/*.JPEG`` folder, read through the
 ImageNet 224 train transform (:func:`common.transforms.imagenet_train`). Digits: the CIFAR
 train transform (``runs.cifar_transforms``). Each case is one epoch (shuffled, a new
-epoch each time, the worker processes' start and stop included); cases run interleaved
-(:mod:`scripts.timing`), medians over ``--iters``. numpy's and BLAS's threads are pinned to
-one before numpy is imported. Then a profile of the JPEG pipeline, in the main process: ms
-per image for JPEG decoding, the random resized crop, the flip and normalisation.
+epoch each time) of one loader, whose workers serve all its epochs (their fork is timed
+apart); cases run interleaved (:mod:`scripts.timing`), medians over ``--iters``. numpy's and
+BLAS's threads are pinned to one before numpy is imported. Then a profile of the JPEG
+pipeline: CPU ms per image for JPEG decoding, the random resized crop, the flip and
+normalisation, and the image's generator.
 """
 import argparse
 import os
@@ -100,7 +101,7 @@ def main(argv=None):
     import numpy as np
 
     from common import runs, transforms
-    from common.data import IMAGENET_MEAN, IMAGENET_STD, get_dataset, image_folder_dataset
+    from common.data import IMAGENET_MEAN, IMAGENET_STD, Dataset, get_dataset, image_folder_dataset
     from common.loader import BatchLoader
     from scripts.timing import interleaved
 
@@ -117,32 +118,46 @@ def main(argv=None):
               f"{os.cpu_count()} CPUs, median of {args.iters} epochs")
         report(seconds, len(train), "1 workers")
 
-        # where the time of one image goes, in the main process
+        # where the time of one image goes: CPU time of the main process (other processes
+        # on the machine slow the wall clock, much less this)
         crop, flip_normalise = transform.transforms[0], transforms.Compose(transform.transforms[1:])
-        rng, spent = np.random.default_rng(0), np.zeros(3)
+        rng, spent = np.random.default_rng(0), np.zeros(4)
         for _ in range(3):
             for i in range(len(train)):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 image = train.images[i]
-                t1 = time.perf_counter()
+                t1 = time.process_time()
                 image = crop(image, rng)
-                t2 = time.perf_counter()
+                t2 = time.process_time()
                 flip_normalise(image, rng)
-                spent += np.diff([t0, t1, t2, time.perf_counter()])
+                t3 = time.process_time()
+                np.random.default_rng([0, 1, i])
+                spent += np.diff([t0, t1, t2, t3, time.process_time()])
         per = spent / (3 * len(train)) * 1e3
-        print(f"  per image in the main process: JPEG decode {per[0]:.2f} ms, random resized crop "
-              f"{per[1]:.2f} ms, flip + normalise {per[2]:.2f} ms (total {per.sum():.2f} ms, "
-              f"{1e3 / per.sum():.0f} img/s)")
+        print(f"  CPU per image: JPEG decode {per[0]:.2f} ms, random resized crop {per[1]:.2f} ms, "
+              f"flip + normalise {per[2]:.2f} ms, its generator {per[3]:.2f} ms (total "
+              f"{per.sum():.2f} ms: {1e3 / per.sum():.0f} img/s on one free core)")
+        pixel = Dataset("pixel", "train", np.zeros((1, 1, 1, 3), np.uint8), train.labels[:1],
+                        train.classes, train.mean, train.std)
+
+        def fork_and_stop():
+            loader = BatchLoader(pixel, 1, lambda image, rng: image, workers=2)
+            list(loader.epoch(0))
+            loader.close()
+        start = interleaved({"start": fork_and_stop}, args.iters, 1)["start"]
+        print(f"  forking and stopping 2 workers (an epoch of one 1-pixel image): "
+              f"{start * 1e3:.1f} ms")
 
     digits = get_dataset("digits", "train")
     transform = runs.cifar_transforms()[0](digits.mean, digits.std)
     make = lambda cls, w: epochs(cls(digits, 64, transform, shuffle=True, workers=w))
-    cases = {"threads, 2 workers": make(thread_loader(BatchLoader), 2)}
+    cases = {"threads, 2 workers": make(thread_loader(BatchLoader), 2)}  # the loader before
     cases.update({f"{w} workers": make(BatchLoader, w) for w in (0, 1, 2)})
     seconds = interleaved(cases, 3 * args.iters, args.warmup)
     print(f"digits, CIFAR train transform, {len(digits)} images 32x32, batch 64, "
           f"median of {3 * args.iters} epochs")
     report(seconds, len(digits), "threads, 2 workers")
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
 
 

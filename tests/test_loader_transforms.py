@@ -106,8 +106,8 @@ def test_normalize_is_its_formula_bit_for_bit():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     m, s = np.float32(mean) * 255, np.float32(std) * 255
     image = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
-    for pixels in (image, image[:, ::-1], image[3:30, 5:40], rng.uniform(0, 255, (9, 7, 3)).astype(np.float32),
-                   rng.uniform(0, 255, (9, 7, 3))):
+    floats = rng.uniform(0, 255, (9, 7, 3))
+    for pixels in (image, image[:, ::-1], image[3:30, 5:40], floats.astype(np.float32), floats):
         expected = np.ascontiguousarray(((pixels.astype(np.float32) - m) / s).transpose(2, 0, 1))
         out = T.Normalize(mean, std)(pixels)
         assert out.dtype == np.float32 and out.flags.c_contiguous and np.array_equal(out, expected)

@@ -58,7 +58,7 @@ def test_in_memory_batches_whatever_the_workers(digits):
     one = _epoch(make(0), 3)
     assert len(one) == 15 and len(one[-1][1]) == 37  # the short last batch is kept
     assert _same(one, _epoch(make(1), 3)) and _same(one, _epoch(make(2), 3))
-    assert _no_workers_left()
+    assert _no_workers_left()  # the loaders are gone: so are their workers
 
 
 def test_jpeg_folder_batches_whatever_the_workers(jpegs):
@@ -100,6 +100,7 @@ def test_a_corrupt_image_is_skipped_and_counted_in_the_main_process(jpegs, tmp_p
     assert len(messages) == 1 and "broken.jpg: cannot decode image" in messages[0]
     assert _same(batches, _epoch(BatchLoader(train, 1, transform, shuffle=True, seed=1, workers=0,
                                              skip_bad=lambda m: None), 0))
+    loader.close()
     with pytest.raises(DatasetError, match="broken.jpg: cannot decode image"):
         _epoch(BatchLoader(train, 4, transform, workers=2), 0)  # no skip_bad: fatal
     assert _no_workers_left()
@@ -117,19 +118,47 @@ def test_an_error_in_a_worker_reaches_the_consumer(digits):
     def dies(image, rng):
         os._exit(3)
 
-    with pytest.raises(RuntimeError, match=r"loader worker 0 .* stopped unexpectedly \(exit code 3\)"):
+    with pytest.raises(RuntimeError, match=r"worker 0 .* stopped unexpectedly \(exit code 3\)"):
         _epoch(BatchLoader(digits, 50, dies, workers=2), 0)
     assert _no_workers_left()
 
 
-def test_leaving_an_epoch_early_stops_its_workers(digits):
-    loader = BatchLoader(digits, 10, T.cifar_train(digits.mean, digits.std), shuffle=True, workers=2)
-    for index, _ in enumerate(loader.epoch(0)):
+def test_workers_serve_every_epoch_and_stop_when_one_is_left_early(digits):
+    loader = BatchLoader(digits, 10, T.cifar_train(digits.mean, digits.std), shuffle=True,
+                         workers=2)
+    _epoch(loader, 0)
+    workers = {p.pid for p in multiprocessing.active_children()}
+    assert len(workers) == 2
+    _epoch(loader, 1)
+    assert {p.pid for p in multiprocessing.active_children()} == workers  # the same processes
+    for index, _ in enumerate(loader.epoch(2)):
         if index == 2:
             break  # as fit does at --max-batches
     assert _no_workers_left()
-    batches = loader.epoch(1)
+    batches = loader.epoch(3)
     next(batches)
     assert len(multiprocessing.active_children()) == 2
     batches.close()
+    assert _no_workers_left()
+    _epoch(loader, 4)
+    loader.close()
+    assert _no_workers_left()
+    _epoch(loader, 5)
+    del loader  # garbage-collected: its workers stop
+    assert _no_workers_left()
+
+
+def test_a_new_transform_or_an_epoch_beside_another_gets_its_own_workers(digits):
+    loader = BatchLoader(digits, 100, T.cifar_train(digits.mean, digits.std), shuffle=True,
+                         workers=1)
+    first = _epoch(loader, 0)
+    loader.transform = T.plain(digits.mean, digits.std)
+    plain = _epoch(loader, 0)
+    alone = BatchLoader(digits, 100, loader.transform, shuffle=True, workers=0)
+    assert _same(plain, _epoch(alone, 0))
+    loader.transform = T.cifar_train(digits.mean, digits.std)
+    pairs = list(zip(loader.epoch(0), loader.epoch(0)))
+    assert all(np.array_equal(a[0], b[0]) for a, b in pairs)
+    assert _same(first, [a for a, _ in pairs])
+    loader.close()
     assert _no_workers_left()
