@@ -61,7 +61,9 @@ def add_common_args(parser, checkpoint_aliases=(), datasets=DATASETS, **defaults
                    help="'digits' is the embedded default; the others read --data-dir")
     g.add_argument("--data-dir", default=None, help="folder of the dataset's official files")
     g.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
-    g.add_argument("-j", "--workers", type=int, default=d["workers"], help="threads preparing batches")
+    g.add_argument("-j", "--workers", type=int, default=d["workers"],
+                   help="worker processes decoding and augmenting batches (0: in the main "
+                        "process); the batches are the same whatever the number")
     g.add_argument("--threads", type=int, default=None,
                    help="threads of the framework's CPU operators (default: OMP_NUM_THREADS "
                         "if set, else every core this process may use)")

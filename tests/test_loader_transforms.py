@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from common import transforms as T
 from common.data import get_dataset
@@ -96,6 +97,23 @@ def test_flip_probability_and_normalize():
     out = T.Normalize((0.1, 0.2, 0.3), (0.5, 0.25, 0.2))(image)
     expected = (image / 255.0 - np.array([0.1, 0.2, 0.3])) / np.array([0.5, 0.25, 0.2])
     assert out.shape == (3, 2, 3) and np.allclose(out, expected.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_normalize_is_its_formula_bit_for_bit():
+    """Normalize computes plane by plane what the formula computes on H x W x 3, to the bit,
+    on uint8 and float pixels and on views (a flip, a crop); so does pil_resize on a view."""
+    rng = np.random.default_rng(0)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    m, s = np.float32(mean) * 255, np.float32(std) * 255
+    image = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    floats = rng.uniform(0, 255, (9, 7, 3))
+    for pixels in (image, image[:, ::-1], image[3:30, 5:40], floats.astype(np.float32), floats):
+        expected = np.ascontiguousarray(((pixels.astype(np.float32) - m) / s).transpose(2, 0, 1))
+        out = T.Normalize(mean, std)(pixels)
+        assert out.dtype == np.float32 and out.flags.c_contiguous and np.array_equal(out, expected)
+    crop = image[3:30, 5:40]
+    expected = np.asarray(Image.fromarray(crop.copy()).resize((20, 11), Image.Resampling.BILINEAR))
+    assert np.array_equal(T.pil_resize(crop, (11, 20)), expected)
 
 
 def test_normalization_reads_the_pipelines_normalize_step():
