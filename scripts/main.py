@@ -41,7 +41,7 @@ class Job:
 
 
 SUITE = (  # each family's native recipe, shortened to two epochs of the embedded dataset
-    Job("attention56_cifar", "gluon", "gluon_impl.train_attention", ("pytorch",),
+    Job("attention56_cifar", "gluon", "gluon_impl.train_attention", ("pytorch", "paddle"),
         ("--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--warmup-epochs", "1"),
         test_transform=attention_recipe.recipe_transforms()[1]),
     Job("alexnet_simam", "paddle", "paddle_impl.train_alexnet", ("pytorch", "gluon"),
