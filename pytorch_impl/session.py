@@ -92,17 +92,18 @@ class Placement:
 
 
 def train_step(model, optimizer, images, targets, lr, placement=None):
-    """One step of ``optimizer`` at learning rate ``lr`` on the soft-target loss (in float32:
-    the logits leave autocast), under ``placement``'s precision; returns (loss, logits)."""
+    """One step of ``optimizer`` at learning rate ``lr`` on the soft-target loss (in the
+    targets' precision: logits leave autocast), under ``placement``'s precision; returns
+    (loss, logits)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with placement.autocast() if placement is not None else contextlib.nullcontext():
-        logits = model(images)
-        loss = soft_cross_entropy(logits.float(), targets)
+        logits = model(images).to(targets.dtype)
+        loss = soft_cross_entropy(logits, targets)
     optimizer.zero_grad()
     if placement is None:
         loss.backward()
         optimizer.step()
     else:
         placement.backward(loss, optimizer)
-    return loss.detach(), logits.detach().float()
+    return loss.detach(), logits.detach()
