@@ -1,6 +1,7 @@
 """CPU speed of AlexNet and AlexNet-SimAM: the native Paddle models against their PyTorch
-port, in one process, interleaved (every iteration times each case once, in a rotating
-order), with explicit thread counts in both frameworks.
+and (hybridized) Gluon ports, in one process, interleaved (every iteration times each case
+once, in a rotating order, every Gluon case closed by ``mx.nd.waitall()``), with explicit
+thread counts in every framework.
 
     python -m scripts.bench_alexnet --threads 2 --iters 15
 
@@ -29,20 +30,26 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # Paddle reads it (and sets 1 if unset)
+    import mxnet as mx
     import numpy as np
     import paddle
     import torch
+    from mxnet import autograd
 
+    import gluon_impl
     import paddle_impl
     import pytorch_impl
     from common.formats import convert_state
     from common.labels import smooth_uniform
+    from gluon_impl import train_alexnet as gluon_recipe
+    from gluon_impl.session import train_step as gluon_train_step
+    from gluon_impl.weights import load_weights as load_gluon
     from paddle_impl import train_alexnet as paddle_recipe
     from pytorch_impl import train_alexnet as torch_recipe
+    from pytorch_impl.session import train_step as torch_train_step
 
-    torch.set_num_threads(args.threads)  # after every import (see framework-semantics.md)
-    paddle.base.core.set_num_threads(args.threads)
+    for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import
+        framework.set_threads(args.threads)
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((args.batch_size, 3, 128, 128)).astype(np.float32)
@@ -51,12 +58,17 @@ def main(argv=None):
     for name in ("alexnet", "alexnet_simam"):
         native = paddle_impl.create_model(name)
         ported = pytorch_impl.create_model(name)
-        state = convert_state({k: v.numpy() for k, v in native.state_dict().items()}, "paddle", "pytorch")
+        weights = {k: v.numpy() for k, v in native.state_dict().items()}
+        state = convert_state(weights, "paddle", "pytorch")
         ported.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        gluon = load_gluon(gluon_impl.create_model(name), convert_state(weights, "paddle", "gluon"))
+        gluon.hybridize()
         native_opt = paddle_recipe.make_optimizer(native, 5e-4, 1e-5)
         ported_opt = torch_recipe.make_optimizer(ported, 5e-4, 1e-5)
+        gluon_opt = gluon_recipe.make_optimizer(gluon, 5e-4, 1e-5)
         px, pt = paddle.to_tensor(images), paddle.to_tensor(targets)
         tx, tt = torch.from_numpy(images), torch.from_numpy(targets)
+        gx, gt = mx.nd.array(images), mx.nd.array(targets)
 
         def paddle_train(m=native, o=native_opt, x=px, t=pt):
             m.train()
@@ -64,7 +76,11 @@ def main(argv=None):
 
         def torch_train(m=ported, o=ported_opt, x=tx, t=tt):
             m.train()
-            torch_recipe.train_step(m, o, x, t, 1e-6)
+            torch_train_step(m, o, x, t, 1e-6)
+
+        def gluon_train(m=gluon, o=gluon_opt, x=gx, t=gt):
+            gluon_train_step(m, o, x, t, 1e-6)
+            mx.nd.waitall()
 
         def paddle_infer(m=native, x=px):
             m.eval()
@@ -75,12 +91,16 @@ def main(argv=None):
             m.eval()
             with torch.no_grad():
                 m(x).numpy()
+        def gluon_infer(m=gluon, x=gx):
+            with autograd.predict_mode():
+                m(x).asnumpy()
         train[("paddle", name)], train[("pytorch", name)] = paddle_train, torch_train
         infer[("paddle", name)], infer[("pytorch", name)] = paddle_infer, torch_infer
+        train[("gluon", name)], infer[("gluon", name)] = gluon_train, gluon_infer
 
     print(f"batch {args.batch_size} x 3 x 128 x 128, float32, CPU, {args.threads} threads "
           f"(torch {torch.get_num_threads()}), median of {args.iters} interleaved iterations; "
-          f"paddle {paddle.__version__}, torch {torch.__version__}")
+          f"paddle {paddle.__version__}, torch {torch.__version__}, mxnet {mx.__version__}")
     train_s = interleaved(train, args.iters, args.warmup)
     infer_s = interleaved(infer, args.iters, args.warmup)
     rate = {k: (args.batch_size / train_s[k], args.batch_size / infer_s[k]) for k in train}
@@ -88,9 +108,12 @@ def main(argv=None):
     for (framework, name), (tr, inf) in rate.items():
         print(f"{framework:<10} {name:<14} {tr:12.1f} {inf:12.1f}")
     for name in ("alexnet", "alexnet_simam"):
-        p, t = rate[("paddle", name)], rate[("pytorch", name)]
-        print(f"{name}: port / native images/s: train {t[0] / p[0]:.2f}x, inference {t[1] / p[1]:.2f}x")
-    for framework in ("paddle", "pytorch"):
+        p = rate[("paddle", name)]
+        for port in ("pytorch", "gluon"):
+            t = rate[(port, name)]
+            print(f"{name}: {port} port / native images/s: train {t[0] / p[0]:.2f}x, "
+                  f"inference {t[1] / p[1]:.2f}x")
+    for framework in ("paddle", "pytorch", "gluon"):
         plain, simam = ("alexnet", "alexnet_simam")
         print(f"{framework}: SimAM costs {train_s[(framework, simam)] / train_s[(framework, plain)] - 1:+.1%} "
               f"per train step, {infer_s[(framework, simam)] / infer_s[(framework, plain)] - 1:+.1%} "

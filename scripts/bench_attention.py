@@ -1,19 +1,20 @@
-"""Speed of Attention-56 (CIFAR): native Gluon (hybridized) vs the PyTorch port, on CPU.
+"""Speed of Attention-56 (CIFAR): native Gluon (hybridized) vs the PyTorch and Paddle
+ports, on CPU.
 
     python -m scripts.bench_attention [--batch-size 64] [--iters 15] [--threads 2]
 
 Train step (forward, backward, NAG update of the recipe) and inference (eval forward) in
-images/s, float32, batch 64 by default. The runs are interleaved (one Gluon iteration, one
-PyTorch iteration, ...) so that load on the machine hits both alike; both frameworks get the
-same thread count (``OMP_NUM_THREADS`` before the imports, ``torch.set_num_threads`` after
-them, since importing mxnet resets torch's). Prints medians over ``--iters`` iterations after
-``--warmup`` and the ratio PyTorch / Gluon (> 1: the port is faster).
+images/s, float32, batch 64 by default. The runs are interleaved (:mod:`scripts.timing`) so
+that load on the machine hits all alike; every framework gets the same thread count
+(``set_threads`` of each ``*_impl`` after all the imports, since importing mxnet resets
+torch's). Prints medians over ``--iters`` iterations after ``--warmup`` and each port's
+ratio to Gluon (> 1: the port is faster).
 """
 import argparse
 import os
-import statistics
 import sys
-import time
+
+from scripts.timing import interleaved
 
 
 def parse(argv):
@@ -33,35 +34,44 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import mxnet as mx
     import numpy as np
+    import paddle
     import torch
     from mxnet import autograd, gluon
 
-    from gluon_impl import create_model as create_gluon
-    from pytorch_impl import create_model as create_torch
+    import gluon_impl
+    import paddle_impl
+    import pytorch_impl
+    from paddle_impl.mxnet_optim import MXNetSGD as PaddleMXNetSGD
+    from paddle_impl.session import soft_cross_entropy as paddle_loss
     from pytorch_impl.mxnet_optim import MXNetSGD
-    torch.set_num_threads(args.threads)
+    for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import
+        framework.set_threads(args.threads)
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch_size, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch_size)
     dense = np.eye(10, dtype=np.float32)[y]
 
-    net = create_gluon(args.model, num_classes=10)
+    net = gluon_impl.create_model(args.model, num_classes=10)
     net.initialize(mx.init.MSRAPrelu())
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
     gx, gy = mx.nd.array(x), mx.nd.array(dense)
 
-    model = create_torch(args.model, num_classes=10)
+    model = pytorch_impl.create_model(args.model, num_classes=10)
     layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
     model = model.to(memory_format=layout)
     opt = MXNetSGD(model.parameters(), lr=0.01, momentum=0.9, wd=1e-4, nesterov=True,
                    rescale_grad=1 / args.batch_size)
     tx, ty = torch.from_numpy(x).contiguous(memory_format=layout), torch.from_numpy(dense)
+
+    layer = paddle_impl.create_model(args.model, num_classes=10)
+    popt = PaddleMXNetSGD(layer.parameters(), learning_rate=0.01, momentum=0.9, wd=1e-4,
+                          nesterov=True, rescale_grad=1 / args.batch_size)
+    px, py = paddle.to_tensor(x), paddle.to_tensor(dense)
 
     def gluon_train():
         with autograd.record():
@@ -84,19 +94,26 @@ def main(argv=None):
         with torch.inference_mode():
             model(tx)
 
+    def paddle_train():
+        layer.train()
+        paddle_loss(layer(px), py, reduction="sum").backward()
+        popt.step()
+        popt.clear_grad()
+        float(layer.parameters()[0].sum())  # the step is done
+
+    def paddle_infer():
+        layer.eval()
+        with paddle.no_grad():
+            layer(px).numpy()
+
     print(f"{args.model}, batch {args.batch_size}, float32, CPU, {args.threads} threads "
           f"(torch {torch.get_num_threads()}, {args.memory_format}), medians of {args.iters} "
           "interleaved iterations")
-    for what, pair in (("train step", (gluon_train, torch_train)), ("inference", (gluon_infer, torch_infer))):
-        times = ([], [])
-        for i in range(args.warmup + args.iters):
-            for fn, out in zip(pair, times):
-                tic = time.perf_counter()
-                fn()
-                if i >= args.warmup:
-                    out.append(time.perf_counter() - tic)
-        g, t = (args.batch_size / statistics.median(ts) for ts in times)
-        print(f"{what:10s}  gluon {g:8.1f} img/s   pytorch {t:8.1f} img/s   pytorch/gluon {t / g:5.2f}")
+    for what, cases in (("train step", dict(gluon=gluon_train, pytorch=torch_train, paddle=paddle_train)),
+                        ("inference", dict(gluon=gluon_infer, pytorch=torch_infer, paddle=paddle_infer))):
+        rate = {k: args.batch_size / t for k, t in interleaved(cases, args.iters, args.warmup).items()}
+        print(f"{what:10s}  " + "   ".join(f"{k} {v:8.1f} img/s" for k, v in rate.items()) +
+              "   " + "  ".join(f"{k}/gluon {rate[k] / rate['gluon']:5.2f}" for k in ("pytorch", "paddle")))
     return 0
 
 

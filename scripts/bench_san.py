@@ -5,8 +5,8 @@
    256 channels, 28x28, kernel 7, reflection padding): median time and peak memory, each
    measured in a fresh subprocess (growth of the resident set, sampled every 0.5 ms, on the
    CPU; ``max_memory_allocated`` on a GPU).
-2. Models: SAN10 pairwise and patchwise inference images/s at 224x224, batch 8, PyTorch and
-   Paddle side by side.
+2. Models: SAN10 pairwise and patchwise inference images/s at 224x224, batch 8, PyTorch,
+   Paddle and Gluon (hybridized) side by side.
 
 Compared runs are interleaved, thread counts set after all imports, and medians taken over
 ``--iters`` iterations (15 or more).
@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from scripts.timing import interleaved
 
 OPS = ("aggregation", "subtraction2")
 
@@ -145,21 +147,27 @@ def bench_ops(args):
 
 
 def bench_models(args):
+    import mxnet as mx
     import numpy as np
     import paddle
     import torch
+    from mxnet import autograd
 
-    from paddle_impl import create_model as create_paddle
-    from pytorch_impl import create_model as create_torch
-    torch.set_num_threads(args.threads)
+    import gluon_impl
+    import paddle_impl
+    import pytorch_impl
+    for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import
+        framework.set_threads(args.threads)
     paddle.set_device("cpu")
-    paddle.core.set_num_threads(args.threads)
     x = np.random.default_rng(0).standard_normal((args.model_batch, 3, 224, 224)).astype(np.float32)
     print(f"models, inference, batch {args.model_batch}, 224x224, cpu, {args.threads} threads")
     for name in ("san10_pairwise", "san10_patchwise"):
-        t_model, p_model = create_torch(name).eval(), create_paddle(name)
+        t_model, p_model = pytorch_impl.create_model(name).eval(), paddle_impl.create_model(name)
         p_model.eval()
-        tx, px = torch.from_numpy(x), paddle.to_tensor(x)
+        g_model = gluon_impl.create_model(name)
+        g_model.initialize()
+        g_model.hybridize()
+        tx, px, gx = torch.from_numpy(x), paddle.to_tensor(x), mx.nd.array(x)
 
         def run_torch():
             with torch.no_grad():
@@ -168,18 +176,15 @@ def bench_models(args):
         def run_paddle():
             with paddle.no_grad():
                 p_model(px).numpy()
-        runs = {"pytorch": run_torch, "paddle": run_paddle}
-        for fn in runs.values():
-            fn()
-        times = {k: [] for k in runs}
-        for _ in range(args.iters):
-            for k, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
-        speed = {k: args.model_batch / statistics.median(v) for k, v in times.items()}
-        print(f"  {name:16s} pytorch {speed['pytorch']:7.2f} img/s | paddle {speed['paddle']:7.2f} "
-              f"img/s | paddle/pytorch {speed['paddle'] / speed['pytorch']:.2f}x")
+
+        def run_gluon():
+            with autograd.predict_mode():
+                g_model(gx).asnumpy()
+        seconds = interleaved({"pytorch": run_torch, "paddle": run_paddle, "gluon": run_gluon},
+                              args.iters, warmup=1)
+        speed = {k: args.model_batch / v for k, v in seconds.items()}
+        print(f"  {name:16s} " + " | ".join(f"{k} {v:7.2f} img/s" for k, v in speed.items()) +
+              " | " + ", ".join(f"{k}/pytorch {speed[k] / speed['pytorch']:.2f}x" for k in ("paddle", "gluon")))
 
 
 def main(argv=None):

@@ -19,6 +19,7 @@ import yaml
 from common import runs
 from common.data import DatasetError
 from common.run_folder import FREE_ON_RESUME
+from pytorch_impl.session import add_device_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(f"{p.parent.name}.{p.stem}" for p in ROOT.glob("*_impl/train_*.py"))
@@ -153,14 +154,16 @@ def test_small_learning_rates_are_not_shown_as_zero(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- one interface
 def parser_of(module):
-    """The argparse parser of a train script (built by its family's recipe)."""
+    """The argparse parser of a train script (built by its family's recipe, with the
+    framework's own flags)."""
     framework, family = module.split(".")[0][:-5], module.split("_")[-1]
     recipe = importlib.import_module(f"common.{family}_recipe")
-    if family == "upanets":
-        return recipe.build_parser(framework)
+    script = importlib.import_module(module)
     if family == "attention":
-        return recipe.build_parser(framework, importlib.import_module(f"{framework}_impl").list_models())
-    return recipe.build_parser("")
+        return recipe.build_parser(framework, importlib.import_module(f"{framework}_impl").list_models(),
+                                   getattr(script, "add_args", None))
+    add_args = add_device_args if framework == "pytorch" else None
+    return recipe.build_parser(framework if family == "upanets" else "", add_args)
 
 
 COMMON_FLAGS = {"-b", "--batch-size", "-j", "--workers", "--lr", "--weight-decay", "--epochs",
