@@ -188,6 +188,25 @@ def test_forward_train_and_running_statistics_float32(sa_type):
 
 
 # --------------------------------------------------------------------------- gradients
+def assert_grads_close(actual, expected):
+    """Every parameter gradient of a port (canonical names) against PyTorch's, in float64. A
+    conv's weight and bias are compared together: several biases here have a zero true
+    gradient (cancelled by a train-mode batch norm, by the softmax over the footprint or by
+    p_i - p_j), so their computed value is round-off noise and only the layer's gradient as
+    a whole sets the scale."""
+    assert set(actual) == set(expected) and len(expected) > 50
+    for k in expected:
+        if k.endswith(".bias") and k[:-4] + "weight" in expected and expected[k[:-4] + "weight"].ndim == 4:
+            continue  # compared with its conv's weight below
+        if expected[k].ndim == 4 and k[:-6] + "bias" in expected:
+            bias = k[:-6] + "bias"
+            assert_close(np.concatenate([actual[k].ravel(), actual[bias]]),
+                         np.concatenate([expected[k].ravel(), expected[bias]]), np.float64,
+                         f"grad {k} and {bias}")
+        else:
+            assert_close(actual[k], expected[k], np.float64, f"grad {k}")
+
+
 def test_gradients_float64(pair64):
     t_model, p_model = pair64
     t_model.train(), p_model.train()
@@ -207,21 +226,7 @@ def test_gradients_float64(pair64):
     p_grads = to_canonical({k: v.grad.numpy() for k, v in p_model.named_parameters()
                             if not v.stop_gradient}, "paddle")
     t_grads = {k: v.grad.numpy() for k, v in t_model.named_parameters()}
-    assert set(p_grads) == set(t_grads) and len(t_grads) > 50
-    for k in t_grads:
-        if k.endswith(".bias") and k[:-4] + "weight" in t_grads and t_grads[k[:-4] + "weight"].ndim == 4:
-            continue  # compared with its conv's weight below
-        if t_grads[k].ndim == 4 and k[:-6] + "bias" in t_grads:
-            # a conv's weight and bias together: several biases here have a zero true
-            # gradient (cancelled by a train-mode batch norm, by the softmax over the
-            # footprint or by p_i - p_j), so their computed value is round-off noise and
-            # only the layer's gradient as a whole sets the scale
-            bias = k[:-6] + "bias"
-            assert_close(np.concatenate([p_grads[k].ravel(), p_grads[bias]]),
-                         np.concatenate([t_grads[k].ravel(), t_grads[bias]]), np.float64,
-                         f"grad {k} and {bias}")
-        else:
-            assert_close(p_grads[k], t_grads[k], np.float64, f"grad {k}")
+    assert_grads_close(p_grads, t_grads)
     t_model.load_state_dict({k: torch.from_numpy(v) for k, v in before_t.items()})
     p_model.set_state_dict(before_p)
 
