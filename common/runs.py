@@ -338,6 +338,19 @@ def use_threads(args, framework):
     return threads
 
 
+def child_environment(**extra):
+    """The environment for a train script started from this process: ``os.environ`` and
+    ``extra``, without the ``OMP_NUM_THREADS=1`` that importing Paddle writes into it (a
+    value the user set is kept), so the child's :func:`use_threads` sees what the user asked."""
+    from . import USER_OMP_THREADS
+    env = dict(os.environ, **extra)
+    if USER_OMP_THREADS is None:
+        env.pop("OMP_NUM_THREADS", None)
+    else:
+        env["OMP_NUM_THREADS"] = USER_OMP_THREADS
+    return env
+
+
 def quiet_log(log_dir):
     """The log of a process other than the main one: the run folder's path, errors on
     stderr, and silence."""

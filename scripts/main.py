@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import alexnet_recipe, attention_recipe, transforms
+from common import alexnet_recipe, attention_recipe, runs, transforms
 from common.data import get_dataset
 from common.san_recipe import SMALL_IMAGE_KERNELS
 from common.loader import BatchLoader
@@ -80,7 +80,7 @@ def train(job, args, run_dir):
         command += ["--data-dir", args.data_dir]
     print(f"  $ {' '.join(command[1:])}", flush=True)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1")) as process:
+                          env=runs.child_environment(PYTHONUNBUFFERED="1")) as process:
         for line in process.stdout:
             if "Warning" not in line and "warnings.warn" not in line:
                 print(f"    {line.rstrip()}", flush=True)

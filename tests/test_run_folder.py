@@ -334,3 +334,14 @@ def test_threads_default_to_every_core(monkeypatch):
     finally:
         torch.set_num_threads(before)
         paddle_impl.set_threads(cores)
+
+
+def test_a_child_script_gets_the_users_thread_count(monkeypatch):
+    """Importing Paddle writes OMP_NUM_THREADS=1 into this process's environment; a train
+    script started from it (the main job) must not inherit that as the user's choice."""
+    import common
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Paddle's import leaves
+    monkeypatch.setattr(common, "USER_OMP_THREADS", None)
+    assert "OMP_NUM_THREADS" not in runs.child_environment()
+    monkeypatch.setattr(common, "USER_OMP_THREADS", "3")
+    assert runs.child_environment(A="b")["OMP_NUM_THREADS"] == "3"
