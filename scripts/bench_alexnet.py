@@ -47,6 +47,7 @@ def main(argv=None):
     from paddle_impl import train_alexnet as paddle_recipe
     from pytorch_impl import train_alexnet as torch_recipe
     from pytorch_impl.session import train_step as torch_train_step
+    from scripts.convert import shapes
 
     for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import
         framework.set_threads(args.threads)
@@ -61,7 +62,8 @@ def main(argv=None):
         weights = {k: v.numpy() for k, v in native.state_dict().items()}
         state = convert_state(weights, "paddle", "pytorch")
         ported.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-        gluon = load_gluon(gluon_impl.create_model(name), convert_state(weights, "paddle", "gluon"))
+        gluon = load_gluon(gluon_impl.create_model(name),
+                           convert_state(weights, "paddle", "gluon", shapes("gluon", name, {})))
         gluon.hybridize()
         native_opt = paddle_recipe.make_optimizer(native, 5e-4, 1e-5)
         ported_opt = torch_recipe.make_optimizer(ported, 5e-4, 1e-5)
