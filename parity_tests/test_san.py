@@ -84,10 +84,13 @@ def images(dtype, seed=0, n=2):
 
 
 # --------------------------------------------------------------------------- operators
-@pytest.mark.parametrize("dtype", (np.float64, np.float32))
-@pytest.mark.parametrize("pad_mode", (0, 1))
-@pytest.mark.parametrize("geometry", [(3, 1, 1, 1, 5, 6), (5, 2, 2, 4, 7, 8)])
-def test_operators_forward_and_backward(geometry, pad_mode, dtype):
+OPERATOR_GEOMETRIES = [(3, 1, 1, 1, 5, 6), (5, 2, 2, 4, 7, 8)]  # kernel, stride, dilation, padding, h, w
+OPERATOR_RESULTS = ("aggregation", "subtraction2", "subtraction", "grad x1", "grad x2", "grad weight")
+
+
+def operator_inputs(geometry, dtype):
+    """(x1, x2, weight, upstream gradient of the aggregation, of the subtractions) for the
+    operator parity tests at ``geometry``, as numpy arrays."""
     k, s, d, p, h, w = geometry
     rng = np.random.default_rng(0)
     oh, ow = torch_ops.output_size(h, k, s, p, d), torch_ops.output_size(w, k, s, p, d)
@@ -95,19 +98,41 @@ def test_operators_forward_and_backward(geometry, pad_mode, dtype):
     weight = rng.standard_normal((2, 2, k * k, oh * ow)).astype(dtype)
     g_agg = rng.standard_normal((2, 4, oh, ow)).astype(dtype)
     g_sub = rng.standard_normal((2, 4, k * k, oh * ow)).astype(dtype)
-    t = [torch.tensor(a, requires_grad=True) for a in (x1, x2, weight)]
-    q = [paddle.to_tensor(a, stop_gradient=False) for a in (x1, x2, weight)]
-    outs = []
-    for ops, (a, b, c), tensor in ((torch_ops, t, torch.tensor), (paddle_ops, q, paddle.to_tensor)):
-        y_agg = ops.aggregation(a, c, k, s, p, d, pad_mode)
-        y_sub2 = ops.subtraction2(a, b, k, s, p, d, pad_mode)
-        y_sub = ops.subtraction(b, k, s, p, d, pad_mode)
-        loss = (y_agg * tensor(g_agg)).sum() + ((y_sub2 + 2 * y_sub) * tensor(g_sub)).sum()
-        loss.backward()
-        outs.append([y_agg, y_sub2, y_sub, a.grad, b.grad, c.grad])
-    names = ("aggregation", "subtraction2", "subtraction", "grad x1", "grad x2", "grad weight")
-    for name, a, b in zip(names, *outs):
-        assert_close(b, a, dtype, name)
+    return x1, x2, weight, g_agg, g_sub
+
+
+def operator_loss(ops, x1, x2, weight, g_agg, g_sub, geometry, pad_mode):
+    """A framework's three operators (module ``ops``) on its tensors, and the loss whose
+    gradients are the operators' backward against the upstream ``g_agg``, ``g_sub``:
+    ([aggregation, subtraction2, subtraction], loss)."""
+    k, s, d, p = geometry[:4]
+    y_agg = ops.aggregation(x1, weight, k, s, p, d, pad_mode)
+    y_sub2 = ops.subtraction2(x1, x2, k, s, p, d, pad_mode)
+    y_sub = ops.subtraction(x2, k, s, p, d, pad_mode)
+    return [y_agg, y_sub2, y_sub], (y_agg * g_agg).sum() + ((y_sub2 + 2 * y_sub) * g_sub).sum()
+
+
+def torch_operator_results(geometry, pad_mode, dtype):
+    """PyTorch's outputs and input gradients (:data:`OPERATOR_RESULTS`), the reference."""
+    arrays = operator_inputs(geometry, dtype)
+    inputs = [torch.tensor(a, requires_grad=True) for a in arrays[:3]]
+    outputs, loss = operator_loss(torch_ops, *inputs, *map(torch.tensor, arrays[3:]), geometry, pad_mode)
+    loss.backward()
+    return [t.detach() for t in outputs] + [t.grad for t in inputs]
+
+
+@pytest.mark.parametrize("dtype", (np.float64, np.float32))
+@pytest.mark.parametrize("pad_mode", (0, 1))
+@pytest.mark.parametrize("geometry", OPERATOR_GEOMETRIES)
+def test_operators_forward_and_backward(geometry, pad_mode, dtype):
+    arrays = operator_inputs(geometry, dtype)
+    inputs = [paddle.to_tensor(a, stop_gradient=False) for a in arrays[:3]]
+    outputs, loss = operator_loss(paddle_ops, *inputs, *map(paddle.to_tensor, arrays[3:]), geometry,
+                                  pad_mode)
+    loss.backward()
+    for name, actual, expected in zip(OPERATOR_RESULTS, outputs + [t.grad for t in inputs],
+                                      torch_operator_results(geometry, pad_mode, dtype)):
+        assert_close(actual, expected, dtype, name)
 
 
 # --------------------------------------------------------------------------- conversion

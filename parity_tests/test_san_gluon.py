@@ -22,11 +22,12 @@ from common.schedules import cosine_lr
 from gluon_impl import create_model as create_gluon
 from gluon_impl import san_ops as gluon_ops
 from gluon_impl.weights import model_shapes
-from parity_tests.test_san import (GRAD_BATCH, REDUCED, SA_TYPES, TRAIN_BATCH, assert_grads_close,
-                                   images, randomise_bn_statistics, torch_state)
+from parity_tests.test_san import (GRAD_BATCH, OPERATOR_GEOMETRIES, OPERATOR_RESULTS, REDUCED, SA_TYPES,
+                                   TRAIN_BATCH, assert_grads_close, images, operator_inputs,
+                                   operator_loss, randomise_bn_statistics, torch_operator_results,
+                                   torch_state)
 from parity_tests.tolerances import assert_close, assert_same_argmax
 from pytorch_impl import create_model as create_torch
-from pytorch_impl import san_ops as torch_ops
 from pytorch_impl import train_san as torch_train_san
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -89,35 +90,18 @@ def soft_loss(F_log_softmax, logits, targets):
 # --------------------------------------------------------------------------- operators
 @pytest.mark.parametrize("dtype", (np.float64, np.float32))
 @pytest.mark.parametrize("pad_mode", (0, 1))
-@pytest.mark.parametrize("geometry", [(3, 1, 1, 1, 5, 6), (5, 2, 2, 4, 7, 8)])
+@pytest.mark.parametrize("geometry", OPERATOR_GEOMETRIES)
 def test_operators_forward_and_backward(geometry, pad_mode, dtype):
-    k, s, d, p, h, w = geometry
-    rng = np.random.default_rng(0)
-    oh, ow = torch_ops.output_size(h, k, s, p, d), torch_ops.output_size(w, k, s, p, d)
-    x1, x2 = rng.standard_normal((2, 2, 4, h, w)).astype(dtype)
-    weight = rng.standard_normal((2, 2, k * k, oh * ow)).astype(dtype)
-    g_agg = rng.standard_normal((2, 4, oh, ow)).astype(dtype)
-    g_sub = rng.standard_normal((2, 4, k * k, oh * ow)).astype(dtype)
-    t = [torch.tensor(a, requires_grad=True) for a in (x1, x2, weight)]
-    y_agg = torch_ops.aggregation(t[0], t[2], k, s, p, d, pad_mode)
-    y_sub2 = torch_ops.subtraction2(t[0], t[1], k, s, p, d, pad_mode)
-    y_sub = torch_ops.subtraction(t[1], k, s, p, d, pad_mode)
-    loss = (y_agg * torch.tensor(g_agg)).sum() + ((y_sub2 + 2 * y_sub) * torch.tensor(g_sub)).sum()
-    loss.backward()
-    expected = [y_agg, y_sub2, y_sub] + [a.grad for a in t]
-    m = [nd(a) for a in (x1, x2, weight)]
-    for a in m:
+    arrays = operator_inputs(geometry, dtype)
+    inputs = [nd(a) for a in arrays[:3]]
+    for a in inputs:
         a.attach_grad()
     with autograd.record():
-        y_agg = gluon_ops.aggregation(m[0], m[2], k, s, p, d, pad_mode)
-        y_sub2 = gluon_ops.subtraction2(m[0], m[1], k, s, p, d, pad_mode)
-        y_sub = gluon_ops.subtraction(m[1], k, s, p, d, pad_mode)
-        loss = (y_agg * nd(g_agg)).sum() + ((y_sub2 + 2 * y_sub) * nd(g_sub)).sum()
+        outputs, loss = operator_loss(gluon_ops, *inputs, *map(nd, arrays[3:]), geometry, pad_mode)
     loss.backward()
-    actual = [y_agg, y_sub2, y_sub] + [a.grad for a in m]
-    names = ("aggregation", "subtraction2", "subtraction", "grad x1", "grad x2", "grad weight")
-    for name, a, b in zip(names, actual, expected):
-        assert_close(a, b.detach(), dtype, name)
+    for name, actual, expected in zip(OPERATOR_RESULTS, outputs + [a.grad for a in inputs],
+                                      torch_operator_results(geometry, pad_mode, dtype)):
+        assert_close(actual, expected, dtype, name)
 
 
 # --------------------------------------------------------------------------- conversion
