@@ -64,12 +64,18 @@ def forward(paddle_net, torch_net, images):
                 torch_net(torch.from_numpy(images)).numpy())
 
 
+def float64_pair_of(name, make_port):
+    """(name, Paddle float64 model without dropout, its port ``make_port(net, name, dtype,
+    **kwargs)``)."""
+    paddle.seed(6)
+    net = paddle_model(name, np.float64, dropout=0.0)
+    return name, net, make_port(net, name, np.float64, dropout=0.0)
+
+
 @pytest.fixture(scope="module", params=MODELS)
 def float64_pair(request):
-    """(name, Paddle float64 model without dropout, its port)."""
-    paddle.seed(6)
-    net = paddle_model(request.param, np.float64, dropout=0.0)
-    return request.param, net, port(net, request.param, np.float64, dropout=0.0)
+    """(name, Paddle float64 model without dropout, its PyTorch port)."""
+    return float64_pair_of(request.param, port)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -31,8 +31,8 @@ from gluon_impl import train_alexnet as gluon_recipe
 from gluon_impl.models.alexnet import SimAM
 from gluon_impl.weights import load_weights, model_shapes
 from paddle_impl import train_alexnet as paddle_recipe
-from parity_tests.test_alexnet import (MODELS, assert_float32_port_matches, numpy_state,
-                                       paddle_logits, paddle_model, random_images)
+from parity_tests.test_alexnet import (MODELS, assert_float32_port_matches, float64_pair_of,
+                                       numpy_state, paddle_logits, paddle_model, random_images)
 from parity_tests.test_simam import inputs, run_paddle, simam_formula
 from parity_tests.tolerances import assert_close
 from scripts.convert import main as convert_cli
@@ -107,9 +107,7 @@ def test_simam_float32():
 @pytest.fixture(scope="module", params=MODELS)
 def float64_pair(request):
     """(name, Paddle float64 model without dropout, its Gluon port)."""
-    paddle.seed(6)
-    net = paddle_model(request.param, np.float64, dropout=0.0)
-    return request.param, net, gluon_port(net, request.param, np.float64, dropout=0.0)
+    return float64_pair_of(request.param, gluon_port)
 
 
 @pytest.mark.parametrize("name", MODELS)
