@@ -94,9 +94,10 @@ def aside_name(folder, now=None):
 
 def claim(args, folder, session, main=True):
     """Check that this command may use ``folder`` for a run of ``session`` (its class will
-    do: the extensions of its files); returns where ``--overwrite`` moved an earlier run
-    (None otherwise). Every process of a launch checks; only the ``main`` one moves.
-    Raises :class:`RunFolderError` when a run would be lost or cannot continue."""
+    do: the extensions of its files); returns ``(moved, changed)``: where ``--overwrite``
+    moved an earlier run (or None), and the flags a ``--resume --allow-changes`` changes (or
+    ""). Every process of a launch checks; only the ``main`` one moves. Raises
+    :class:`RunFolderError` when a run would be lost or cannot continue."""
     found = holds_run(folder) if os.path.isdir(folder) else []
     if args.resume:
         if args.overwrite:
@@ -109,18 +110,18 @@ def claim(args, folder, session, main=True):
             raise RunFolderError(
                 f"--resume: {folder} was started with {changed}; flags that define the schedule "
                 f"or the data must stay the same (add --allow-changes to continue anyway)")
-        return None
+        return None, changed
     if not found:
-        return None
+        return None, ""
     if not args.overwrite:
         raise RunFolderError(
             f"{folder} already holds a run ({', '.join(found[:4])}); continue it with --resume, "
             f"choose another --log-dir, or add --overwrite to move it aside")
     if not main:
-        return None
+        return None, ""
     target = aside_name(folder)
     os.rename(folder, target)
-    return target
+    return target, ""
 
 
 def recorded_args(args):

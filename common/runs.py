@@ -308,8 +308,7 @@ def open_run(args, framework, name, module, session, argv=None, main=True, board
     import (importing a framework can change another's count)."""
     try:
         log_dir = run_folder.run_dir(args, name)
-        changed = run_folder.changed_args(args, log_dir) if args.resume else ""
-        moved = run_folder.claim(args, log_dir, session, main)
+        moved, changed = run_folder.claim(args, log_dir, session, main)
     except run_folder.RunFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
