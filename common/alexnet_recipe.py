@@ -16,6 +16,7 @@ from .data import IMAGENET_MEAN, IMAGENET_STD
 from .fit import evaluate, fit
 from .labels import smooth_uniform
 from .mixup import MixupSampler, mixup
+from .processes import Processes
 from .schedules import cosine_lr
 
 MODELS = ("alexnet", "alexnet_simam")
@@ -72,7 +73,7 @@ class Session:
     ``train_step(model, optimizer, images, targets, lr) -> (loss, logits)`` and
     ``loss(logits, targets)``, and has fit's checkpoint methods."""
 
-    def __init__(self, model, args, num_classes):
+    def __init__(self, model, args, num_classes, processes=Processes()):
         self.model, self.args, self.num_classes = model, args, num_classes
         self.optimizer = self.make_optimizer(model, args.lr, args.wd)
         self.sampler = MixupSampler(args.mixup_alpha, args.seed) if args.mixup_alpha > 0 else None
@@ -110,34 +111,39 @@ class Session:
         return float(self.numpy(loss)) * len(labels), self.numpy(logits).argmax(1)
 
 
-def train(framework, args, create_model, Session, argv=None):
+def train(framework, args, create_model, Session, processes=Processes(), argv=None):
     """The whole run of a train script with the ``args`` parsed from ``argv`` and its
     framework's ``Session`` (a subclass of :class:`Session`): claim the run folder
     (:func:`common.runs.open_run`), build ``create_model(name, **kwargs)`` (the recipe's
     initialisation, seeded; ``--num-classes``, by default the dataset's), load
     ``--initial-checkpoint`` over it, write the model card, train (or resume) in the run
-    folder, then :func:`finish`. Returns the best test accuracy."""
+    folder as this process of ``processes`` (:mod:`common.processes`), then :func:`finish`.
+    Returns the best test accuracy."""
     log = runs.open_run(args, framework, f"{framework}-{args.model}",
-                        f"{framework}_impl.train_alexnet", Session, argv)
+                        f"{framework}_impl.train_alexnet", Session, argv, main=processes.main)
     try:
         with runs.reported(args, log):
             Session.seed(args.seed)
             train_set, test, train_loader, test_loader = runs.build_loaders(
-                args, *recipe_transforms(), log=log)
+                args, *recipe_transforms(), processes=processes, log=log)
             kwargs = {"num_classes": runs.model_classes(args, train_set)}
             model = create_model(args.model, **kwargs)
             started = runs.load_initial_checkpoint(args, framework, model, args.model, kwargs)
-            session = Session(model, args, kwargs["num_classes"])
+            session = Session(model, args, kwargs["num_classes"], processes)
             log.info("%s %s on %s: %d train / %d test images, %d classes", framework, args.model,
                      args.dataset, len(train_set), len(test), train_set.num_classes)
             if started:
                 log.info(started)
-            runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
-                                test_loader, f"{framework}_impl.train_alexnet")
-            result = fit(args, log, session, train_loader, test_loader, lr_at(args))
+            if processes.main:
+                runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
+                                    test_loader, f"{framework}_impl.train_alexnet")
+            result = fit(args, log, session, train_loader, test_loader, lr_at(args),
+                         reduce=processes.all_reduce, main=processes.main)
             # a resumed run that had no epoch left evaluates what it ended with
-            last = result.last or evaluate(session, test_loader, args.max_batches)
-            finish(log, args, test, last, result.best_acc)
+            last = result.last or evaluate(session, test_loader, args.max_batches,
+                                           reduce=processes.all_reduce)
+            if processes.main:
+                finish(log, args, test, last, result.best_acc)
     finally:
         log.close()
     return result.best_acc

@@ -25,6 +25,7 @@ from . import labels, runs
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .fit import fit
 from .mixup import MixupSampler, mixup
+from .processes import Processes
 from .schedules import gluoncv_lr
 
 DEPTHS = (56, 92, 128, 164, 236, 452)
@@ -79,8 +80,10 @@ def build_parser(framework, models, add_args=None):
     return parser
 
 
-def parse(parser, models, argv=None):
-    """Parse and check the flags; fills ``args.model`` and ``args.lr_steps`` (a list)."""
+def parse(framework, models, argv=None, add_args=None):
+    """Parse and check the flags (:func:`build_parser`); fills ``args.model`` and
+    ``args.lr_steps`` (a list)."""
+    parser = build_parser(framework, models, add_args)
     args = runs.parse(parser, argv)
     args.model = args.model or f"attention{args.num_layers}_cifar"
     if args.model not in recipe_models(models):
@@ -161,7 +164,7 @@ class Session:
     names its steps on numpy arrays: ``train_step(images, targets, lr)`` (one update on dense
     targets) and ``eval_step(images, labels)``, each returning (summed loss, logits)."""
 
-    def __init__(self, args, num_classes):
+    def __init__(self, args, num_classes, processes=Processes()):
         self.dtype = np.dtype(args.dtype)
         self.targets = Targets(args, num_classes)
         self.kwargs = model_kwargs(num_classes)
@@ -188,22 +191,22 @@ def model_kwargs(num_classes):
     return {"num_classes": num_classes}
 
 
-def train(framework, argv, Session, models, board=runs.ScalarWriter, add_args=None):
-    """The whole run of a train script: parse ``argv`` (``models``: the registry's names,
-    ``add_args``: the framework's own flags), claim the run folder
-    (:func:`common.runs.open_run`), build the loaders, the framework's
-    ``Session(args, num_classes)`` (``--num-classes``, by default the dataset's), write the
-    model card and :func:`common.fit.fit` the session in the run folder. ``board(log_dir)``
-    is the TensorBoard writer (Gluon: mxboard). Returns the best test accuracy."""
-    parser = build_parser(framework, models, add_args)
-    args = parse(parser, models, argv)
+def train(framework, args, Session, processes=Processes(), argv=None, board=runs.ScalarWriter):
+    """The whole run of a train script in this process of ``processes``
+    (:mod:`common.processes`), with the ``args`` parsed from ``argv`` (:func:`parse`): claim
+    the run folder (:func:`common.runs.open_run`), build the loaders, the framework's
+    ``Session(args, num_classes, processes)`` (``--num-classes``, by default the dataset's),
+    write the model card and :func:`common.fit.fit` the session in the run folder.
+    ``board(log_dir)`` is the TensorBoard writer (Gluon: mxboard). Returns the best test
+    accuracy."""
     log = runs.open_run(args, framework, f"{framework}-{args.model}",
-                        f"{framework}_impl.train_attention", Session, argv, board=board)
+                        f"{framework}_impl.train_attention", Session, argv, main=processes.main,
+                        board=board)
     try:
         with runs.reported(args, log):
             train_set, test_set, train_loader, test_loader = runs.build_loaders(
-                args, *recipe_transforms(args.norm_stats), log=log)
-            session = Session(args, runs.model_classes(args, train_set))
+                args, *recipe_transforms(args.norm_stats), processes=processes, log=log)
+            session = Session(args, runs.model_classes(args, train_set), processes)
             mixed = sum(map(session.targets.mixing, range(args.epochs)))
             log.info("%s %s on %s (%d train / %d test images), %s, %s", framework, args.model,
                      args.dataset, len(train_set), len(test_set),
@@ -211,9 +214,11 @@ def train(framework, argv, Session, models, board=runs.ScalarWriter, add_args=No
                      f"mixup in the first {mixed} epochs" if mixed else "no mixup")
             if session.started:
                 log.info(session.started)
-            runs.write_run_card(args.log_dir, framework, args.model, session.kwargs, train_set,
-                                test_loader, f"{framework}_impl.train_attention")
-            result = fit(args, log, session, train_loader, test_loader, lr_at(args))
+            if processes.main:
+                runs.write_run_card(args.log_dir, framework, args.model, session.kwargs,
+                                    train_set, test_loader, f"{framework}_impl.train_attention")
+            result = fit(args, log, session, train_loader, test_loader, lr_at(args),
+                         reduce=processes.all_reduce, main=processes.main)
             log.info("done: best val_acc %.4f at epoch %d; run folder %s", result.best_acc,
                      result.best_epoch, os.path.abspath(args.log_dir))
     finally:

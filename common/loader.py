@@ -165,6 +165,36 @@ class BatchLoader:
         return self.epoch(0)
 
 
+class ShardLoader(BatchLoader):
+    """Process ``rank``'s share of every batch of a :class:`BatchLoader` of ``global_batch``
+    images run by ``world`` processes: global batch b holds the images it holds in one
+    process, cut in ``world`` consecutive parts of ``global_batch / world``, and part
+    ``rank`` is here. A short last batch (without ``drop_last``) fills the first parts, so
+    every image is seen once; a process whose part of it is empty has one batch fewer. Each
+    image is augmented as in one process (its random draws belong to its place)."""
+
+    def __init__(self, dataset, global_batch, transform, rank=0, world=1, **kw):
+        super().__init__(dataset, global_batch // world, transform, **kw)
+        self.global_batch, self.rank, self.world = global_batch, rank, world
+
+    def mine(self):
+        """Which places of the one-process order of an epoch are this process's."""
+        place = np.arange(len(self.dataset))
+        mine = place % self.global_batch // self.batch_size == self.rank
+        if self.drop_last:
+            mine &= place < len(self.dataset) // self.global_batch * self.global_batch
+        return mine
+
+    def __len__(self):
+        return -(-int(self.mine().sum()) // self.batch_size)
+
+    def order(self, epoch):
+        return super().order(epoch)[self.mine()]
+
+    def places(self, epoch):
+        return np.flatnonzero(self.mine())
+
+
 class _Workers:
     """``count`` forked processes running ``work(epoch, index, order, places)`` for the
     latest plan sent (:meth:`plan`: epoch, order, places); task ``index`` goes to worker

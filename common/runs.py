@@ -20,6 +20,7 @@ only the classifier keeps the recipe's initialisation.
 """
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -35,7 +36,8 @@ from . import run_folder, specs, transforms
 from .checkpoint import CheckpointError, atomic_open
 from .convert import ConversionError
 from .data import DATASETS, DEFAULT_DATASET, DatasetError, get_dataset
-from .loader import BatchLoader
+from .loader import BatchLoader, ShardLoader
+from .processes import Processes
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -108,21 +110,33 @@ def add_common_args(parser, checkpoint_aliases=(), datasets=DATASETS, **defaults
     return parser
 
 
-def build_loaders(args, train_transform, test_transform, drop_last=True, loader=BatchLoader,
+def build_loaders(args, train_transform, test_transform, drop_last=True, processes=Processes(),
                   log=None):
-    """(train dataset, test dataset, train loader, test loader) for the parsed ``args``.
-    ``*_transform(mean, std)`` build the augmentation from the dataset's statistics;
-    ``loader`` is the :class:`BatchLoader` class (or a subclass) that batches them. An image
-    that cannot be decoded is skipped with a warning to ``log`` (stderr without one), or
-    stops the run with ``--strict-data``."""
+    """(train dataset, test dataset, train loader, test loader) of this process of
+    ``processes`` (its share of every global batch of ``--batch-size`` images:
+    :class:`common.loader.ShardLoader`) for the parsed ``args``. ``*_transform(mean, std)``
+    build the augmentation from the dataset's statistics. An image that cannot be decoded is
+    skipped with a warning to ``log`` (stderr without one), or stops the run with
+    ``--strict-data``."""
+    if args.batch_size % processes.world:
+        raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the "
+                         f"{processes.world} processes")
     train = get_dataset(args.dataset, "train", args.data_dir, args.download)
     test = get_dataset(args.dataset, "test", args.data_dir)
     skip = None if args.strict_data else (log.warning if log is not None else warn)
+    loader = BatchLoader if processes.world == 1 else functools.partial(
+        ShardLoader, rank=processes.rank, world=processes.world)
     train_loader = loader(train, args.batch_size, train_transform(train.mean, train.std),
                           shuffle=True, drop_last=drop_last, seed=args.seed, workers=args.workers,
                           skip_bad=skip)
     test_loader = loader(test, args.batch_size, test_transform(train.mean, train.std),
                          seed=args.seed, workers=args.workers, skip_bad=skip)
+    if len(train_loader) == 0:
+        raise SystemExit(f"{args.dataset} has {len(train)} training images, fewer than one "
+                         f"batch of {args.batch_size}")
+    if len(test_loader) == 0:
+        raise SystemExit(f"{args.dataset} has {len(test)} test images, none for process "
+                         f"{processes.rank} of {processes.world} (a share of {test_loader.batch_size})")
     return train, test, train_loader, test_loader
 
 

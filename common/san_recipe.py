@@ -1,7 +1,7 @@
 """The SAN training recipe shared by ``pytorch_impl.train_san`` and ``paddle_impl.train_san``
-(framework-free): flags and YAML configs, the input-size check, data loaders that split
-every global batch between ``torchrun`` processes, the session written once for both
-frameworks, and the whole run of a script (:func:`train`, on :func:`common.fit.fit`).
+(framework-free): flags and YAML configs, the input-size check, the session written once
+for both frameworks, and the whole run of a script (:func:`train`, on
+:func:`common.fit.fit`; in several processes: :mod:`common.processes`).
 
 The recipe is that of hszhao/SAN: SGD (momentum 0.9, weight decay 1e-4), learning rate 0.1
 with a cosine decay per epoch, label smoothing 0.1, random-resized-crop 224 and flip, resize
@@ -10,17 +10,14 @@ last two stages see 2x2 and 1x1 maps, where the reflection padding of a 7x7 wind
 undefined, so the default kernels there are (3, 3, 3, 3, 1).
 """
 import argparse
-import functools
 import math
-from typing import Callable, NamedTuple, Optional
-
 import numpy as np
 import yaml
 
 from . import runs, transforms
 from .fit import fit
 from .labels import one_hot, smooth_uniform
-from .loader import BatchLoader
+from .processes import Processes
 from .schedules import cosine_lr
 
 SAN_MODELS = tuple(f"san{d}_{t}" for d in (10, 15, 19) for t in ("pairwise", "patchwise"))
@@ -91,36 +88,6 @@ def input_size_problem(kernels, size):
     return None
 
 
-class ShardLoader(BatchLoader):
-    """Process ``rank``'s share of every batch of a :class:`BatchLoader` of ``global_batch``
-    images run by ``world`` processes: global batch b holds the images it holds in one
-    process, cut in ``world`` consecutive parts of ``global_batch / world``, and part
-    ``rank`` is here. A short last batch (without ``drop_last``) fills the first parts, so
-    every image is seen once; a process whose part of it is empty has one batch fewer. Each
-    image is augmented as in one process (its random draws belong to its place)."""
-
-    def __init__(self, dataset, global_batch, transform, rank=0, world=1, **kw):
-        super().__init__(dataset, global_batch // world, transform, **kw)
-        self.global_batch, self.rank, self.world = global_batch, rank, world
-
-    def mine(self):
-        """Which places of the one-process order of an epoch are this process's."""
-        place = np.arange(len(self.dataset))
-        mine = place % self.global_batch // self.batch_size == self.rank
-        if self.drop_last:
-            mine &= place < len(self.dataset) // self.global_batch * self.global_batch
-        return mine
-
-    def __len__(self):
-        return -(-int(self.mine().sum()) // self.batch_size)
-
-    def order(self, epoch):
-        return super().order(epoch)[self.mine()]
-
-    def places(self, epoch):
-        return np.flatnonzero(self.mine())
-
-
 def recipe_transforms(args):
     """(train, test) transform builders: random-resized-crop and flip / resize and centre
     crop on image folders, the CIFAR recipe at 32x32."""
@@ -131,32 +98,10 @@ def recipe_transforms(args):
             lambda mean, std: transforms.imagenet_test(mean, std, size, round(size * 256 / 224)))
 
 
-class Processes(NamedTuple):
-    """Where a run executes: this process's ``rank`` among ``world`` (``torchrun``), its
-    device (named in the log), and ``all_reduce(array) -> array``, the sum over the
-    processes (None in a single process)."""
-    rank: int = 0
-    world: int = 1
-    device: str = "cpu"
-    all_reduce: Optional[Callable] = None
-
-
 def build_loaders(args, processes, log=None):
-    """(train set, test set, train loader, test loader) of this process: its share of
-    every global batch of ``--batch-size`` images (skipped images: warnings to ``log``)."""
-    if args.batch_size % processes.world:
-        raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the "
-                         f"{processes.world} processes")
-    shard = functools.partial(ShardLoader, rank=processes.rank, world=processes.world)
-    train_set, test, train_loader, test_loader = runs.build_loaders(
-        args, *recipe_transforms(args), loader=shard, log=log)
-    if len(train_loader) == 0:
-        raise SystemExit(f"{args.dataset} has {len(train_set)} training images, fewer than one "
-                         f"batch of {args.batch_size}")
-    if len(test_loader) == 0:
-        raise SystemExit(f"{args.dataset} has {len(test)} test images, none for process "
-                         f"{processes.rank} of {processes.world} (a share of {test_loader.batch_size})")
-    return train_set, test, train_loader, test_loader
+    """(train set, test set, train loader, test loader) of this process (see
+    :func:`common.runs.build_loaders`)."""
+    return runs.build_loaders(args, *recipe_transforms(args), processes=processes, log=log)
 
 
 def lr_at(args):
@@ -220,7 +165,7 @@ def train(framework, args, create_model, Session, seed, count_parameters, proces
     (every process), and :func:`common.fit.fit` the framework's ``Session`` (a subclass of
     :class:`Session`). ``count_parameters(model)`` gives the count for the log. Returns the
     best accuracy."""
-    main = processes.rank == 0
+    main = processes.main
     log = runs.open_run(args, framework, f"{framework}-{args.model}", f"{framework}_impl.train_san",
                         Session, argv, main=main)
     try:

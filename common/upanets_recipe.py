@@ -9,6 +9,7 @@ import os
 
 from . import runs
 from .fit import fit
+from .processes import Processes
 from .schedules import cosine_lr
 
 MOMENTUM = 0.9
@@ -54,24 +55,25 @@ def lr_at(args):
     return lambda epoch, batch, batches: cosine_lr(epoch, args.lr, args.epochs)
 
 
-def train(framework, argv, create_model, Session, seed, count_parameters, board=runs.ScalarWriter,
-          add_args=None):
-    """The whole run of a UPANets train script: parse ``argv``, claim the run folder
-    (:func:`common.runs.open_run`), seed the framework (``seed(n)``), build the loaders and
-    ``create_model(name, **kwargs)`` (the recipe's initialisation; ``--num-classes``, by
-    default the dataset's), load ``--initial-checkpoint`` over it, write the model card, and
-    :func:`common.fit.fit` the framework's ``Session(model, args)`` in the run folder.
-    ``count_parameters(model)`` gives the trainable count for the log; ``board(log_dir)`` is
-    the TensorBoard writer (Gluon: mxboard); ``add_args(parser)`` adds the framework's own
-    flags. Returns the best test accuracy."""
-    args = parse(framework, argv, add_args)
+def train(framework, args, create_model, Session, seed, count_parameters, processes=Processes(),
+          argv=None, board=runs.ScalarWriter):
+    """The whole run of a UPANets train script in this process of ``processes``
+    (:mod:`common.processes`), with the ``args`` parsed from ``argv`` (:func:`parse`): claim
+    the run folder (:func:`common.runs.open_run`), seed the framework (``seed(n)``), build the
+    loaders and ``create_model(name, **kwargs)`` (the recipe's initialisation;
+    ``--num-classes``, by default the dataset's), load ``--initial-checkpoint`` over it, write
+    the model card, and :func:`common.fit.fit` the framework's ``Session(model, args,
+    processes)`` in the run folder. ``count_parameters(model)`` gives the trainable count for
+    the log; ``board(log_dir)`` is the TensorBoard writer (Gluon: mxboard). Returns the best
+    test accuracy."""
     log = runs.open_run(args, framework, f"{framework}-{args.model}",
-                        f"{framework}_impl.train_upanets", Session, argv, board=board)
+                        f"{framework}_impl.train_upanets", Session, argv, main=processes.main,
+                        board=board)
     try:
         with runs.reported(args, log):
             seed(args.seed)
-            train_set, test, train_loader, test_loader = runs.build_loaders(args, *args.transforms,
-                                                                            log=log)
+            train_set, test, train_loader, test_loader = runs.build_loaders(
+                args, *args.transforms, processes=processes, log=log)
             kwargs = dict(num_classes=runs.model_classes(args, train_set), img_size=args.img_size,
                           blocks=args.blocks)
             model = create_model(args.model, **kwargs)
@@ -81,9 +83,11 @@ def train(framework, argv, create_model, Session, seed, count_parameters, board=
                      os.path.abspath(args.log_dir))
             if started:
                 log.info(started)
-            runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
-                                test_loader, f"{framework}_impl.train_upanets")
-            result = fit(args, log, Session(model, args), train_loader, test_loader, lr_at(args))
+            if processes.main:
+                runs.write_run_card(args.log_dir, framework, args.model, kwargs, train_set,
+                                    test_loader, f"{framework}_impl.train_upanets")
+            result = fit(args, log, Session(model, args, processes), train_loader, test_loader,
+                         lr_at(args), reduce=processes.all_reduce, main=processes.main)
             log.info("best test accuracy %.4f", result.best_acc)
     finally:
         log.close()

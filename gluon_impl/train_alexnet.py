@@ -67,7 +67,7 @@ class Session(RunFiles, alexnet_recipe.Session):
 
 
 def main(argv=None):
-    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), initialized_model, Session, argv)
+    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), initialized_model, Session, argv=argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from common import attention_recipe as recipe
+from common.processes import Processes
 from gluon_impl import create_model, list_models
 from gluon_impl.session import MxboardScalars, RunFiles
 
@@ -25,8 +26,8 @@ class Session(RunFiles, recipe.Session):
     """The recipe in Gluon: the network hybridized on ``--ctx`` in ``--dtype``, the Trainer's
     ``sgd``/``nag`` stepped with the batch size (per-sample losses)."""
 
-    def __init__(self, args, num_classes):
-        super().__init__(args, num_classes)
+    def __init__(self, args, num_classes, processes=Processes()):
+        super().__init__(args, num_classes, processes)
         index = recipe.gpu_index(args.ctx)
         self.ctx = mx.cpu() if index is None else mx.gpu(index)
         mx.random.seed(args.seed)
@@ -58,7 +59,8 @@ class Session(RunFiles, recipe.Session):
 
 
 def main(argv=None):
-    return recipe.train("gluon", argv, Session, list_models(), board=MxboardScalars)
+    args = recipe.parse("gluon", list_models(), argv)
+    return recipe.train("gluon", args, Session, argv=argv, board=MxboardScalars)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from mxnet import autograd
 
 import gluon_impl.torch_optim  # noqa: F401  (registers 'torchsgd')
 from common import upanets_recipe
+from common.processes import Processes
 from gluon_impl import create_model
 from gluon_impl.data import to_ndarrays
 from gluon_impl.session import MxboardScalars, RunFiles
 
 
 class Session(RunFiles):
-    def __init__(self, model, args):
+    def __init__(self, model, args, processes=Processes()):
         self.model = model
         self.trainer = mx.gluon.Trainer(model.collect_params(), "torchsgd", {
             "learning_rate": args.lr, "momentum": upanets_recipe.MOMENTUM, "wd": args.wd})
@@ -57,10 +58,10 @@ def seed(n):
 
 def main(argv=None):
     return upanets_recipe.train(
-        "gluon", argv, initialized_model, Session, seed,
+        "gluon", upanets_recipe.parse("gluon", argv), initialized_model, Session, seed,
         lambda model: sum(int(np.prod(p.shape)) for p in model.collect_params().values()
                           if p.grad_req != "null"),
-        board=MxboardScalars)
+        argv=argv, board=MxboardScalars)
 
 
 if __name__ == "__main__":

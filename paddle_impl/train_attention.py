@@ -22,6 +22,7 @@ from paddle import nn
 from common import attention_recipe as recipe
 from common.attention_arch import msra_prelu_std
 from common.labels import one_hot
+from common.processes import Processes
 from paddle_impl import create_model, list_models
 from paddle_impl.mxnet_optim import MXNetSGD
 from paddle_impl.session import RunFiles, soft_cross_entropy
@@ -45,8 +46,8 @@ def msra_prelu_init(model):
 class Session(RunFiles, recipe.Session):
     """The recipe in Paddle: the port on ``--ctx`` in ``--dtype``, MXNet's SGD/NAG rule."""
 
-    def __init__(self, args, num_classes):
-        super().__init__(args, num_classes)
+    def __init__(self, args, num_classes, processes=Processes()):
+        super().__init__(args, num_classes, processes)
         index = recipe.gpu_index(args.ctx)
         if index is not None and not paddle.device.is_compiled_with_cuda():
             raise SystemExit(f"error: --ctx {args.ctx}: this Paddle has no CUDA")
@@ -82,7 +83,7 @@ class Session(RunFiles, recipe.Session):
 
 
 def main(argv=None):
-    return recipe.train("paddle", argv, Session, list_models())
+    return recipe.train("paddle", recipe.parse("paddle", list_models(), argv), Session, argv=argv)
 
 
 if __name__ == "__main__":

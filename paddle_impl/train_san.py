@@ -13,6 +13,7 @@ The run folder holds ``train.log``, ``metrics.jsonl``, TensorBoard scalars,
 import paddle
 
 from common import san_recipe
+from common.processes import Processes
 from paddle_impl import create_model
 from paddle_impl.session import RunFiles, soft_cross_entropy, train_step
 
@@ -35,7 +36,7 @@ class Session(RunFiles, san_recipe.Session):
 
 def main(argv=None):
     args = san_recipe.parse_args(__doc__.split("\n\n")[0], argv)
-    processes = san_recipe.Processes(device=paddle.get_device())
+    processes = Processes(device=paddle.get_device())
     return san_recipe.train(
         "paddle", args, create_model, Session, paddle.seed,
         lambda model: sum(p.size for p in model.parameters() if not p.stop_gradient), processes,

@@ -11,6 +11,7 @@ import paddle
 import paddle.nn.functional as F
 
 from common import upanets_recipe
+from common.processes import Processes
 from paddle_impl import create_model
 from paddle_impl.data import to_tensors
 from paddle_impl.session import RunFiles
@@ -19,7 +20,7 @@ from paddle_impl.session import RunFiles
 class Session(RunFiles):
     """UPANets' recipe in Paddle, for :func:`common.fit.fit`."""
 
-    def __init__(self, model, args):
+    def __init__(self, model, args, processes=Processes()):
         self.model = model
         self.optimizer = paddle.optimizer.Momentum(
             learning_rate=args.lr, momentum=upanets_recipe.MOMENTUM,
@@ -46,8 +47,9 @@ class Session(RunFiles):
 
 def main(argv=None):
     return upanets_recipe.train(
-        "paddle", argv, create_model, Session, paddle.seed,
-        lambda model: sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient))
+        "paddle", upanets_recipe.parse("paddle", argv), create_model, Session, paddle.seed,
+        lambda model: sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
+        argv=argv)
 
 
 if __name__ == "__main__":

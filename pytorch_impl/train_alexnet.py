@@ -16,6 +16,7 @@ import torch
 
 from common import alexnet_recipe
 from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
+from common.processes import Processes
 from pytorch_impl import create_model
 from pytorch_impl.session import Placement, RunFiles, add_device_args, soft_cross_entropy
 
@@ -39,9 +40,9 @@ class Session(RunFiles, alexnet_recipe.Session):
     make_optimizer = staticmethod(make_optimizer)
     loss = staticmethod(soft_cross_entropy)
 
-    def __init__(self, model, args, num_classes):
+    def __init__(self, model, args, num_classes, processes=Processes()):
         self.placement = Placement(args)
-        super().__init__(self.placement.module(model), args, num_classes)
+        super().__init__(self.placement.module(model), args, num_classes, processes)
         self.tensor, self.train_step = self.placement.tensor, self.placement.train_step
 
     @staticmethod
@@ -50,7 +51,7 @@ class Session(RunFiles, alexnet_recipe.Session):
 
 
 def main(argv=None):
-    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), create_model, Session, argv)
+    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), create_model, Session, argv=argv)
 
 
 if __name__ == "__main__":

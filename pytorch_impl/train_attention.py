@@ -19,6 +19,7 @@ from torch import nn
 
 from common import attention_recipe as recipe
 from common.attention_arch import msra_prelu_std
+from common.processes import Processes
 from pytorch_impl import create_model, list_models
 from pytorch_impl.mxnet_optim import MXNetSGD
 from pytorch_impl.session import RunFiles
@@ -54,8 +55,8 @@ class Session(RunFiles, recipe.Session):
     """The recipe in PyTorch: the port on ``--ctx`` in ``--dtype`` and ``--memory-format``,
     MXNet's SGD/NAG rule."""
 
-    def __init__(self, args, num_classes):
-        super().__init__(args, num_classes)
+    def __init__(self, args, num_classes, processes=Processes()):
+        super().__init__(args, num_classes, processes)
         index = recipe.gpu_index(args.ctx)
         if index is not None and not torch.cuda.is_available():
             raise SystemExit(f"error: --ctx {args.ctx}: no CUDA device is available")
@@ -92,7 +93,8 @@ class Session(RunFiles, recipe.Session):
 
 
 def main(argv=None):
-    return recipe.train("pytorch", argv, Session, list_models(), add_args=add_args)
+    args = recipe.parse("pytorch", list_models(), argv, add_args)
+    return recipe.train("pytorch", args, Session, argv=argv)
 
 
 if __name__ == "__main__":

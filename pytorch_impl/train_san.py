@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from common import san_recipe
+from common.processes import Processes
 from pytorch_impl import create_model
 from pytorch_impl.session import Placement, RunFiles, add_device_args, soft_cross_entropy
 
@@ -72,12 +73,12 @@ def join_processes(args):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available() and args.device != "cpu"
     if world == 1:
-        return san_recipe.Processes(device=args.device or ("cuda" if cuda else "cpu"))
+        return Processes(device=args.device or ("cuda" if cuda else "cpu"))
     dist.init_process_group("nccl" if cuda else "gloo")
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    return san_recipe.Processes(dist.get_rank(), world, str(device),
+    return Processes(dist.get_rank(), world, str(device),
                                 functools.partial(all_reduce, device=device))
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from common import upanets_recipe
+from common.processes import Processes
 from pytorch_impl import create_model
 from pytorch_impl.session import Placement, RunFiles, add_device_args
 
@@ -18,7 +19,7 @@ class Session(RunFiles):
     """UPANets' recipe in PyTorch, for :func:`common.fit.fit`, on ``--device`` in
     ``--amp``'s precision (:class:`pytorch_impl.session.Placement`)."""
 
-    def __init__(self, model, args):
+    def __init__(self, model, args, processes=Processes()):
         self.placement = Placement(args)
         self.model = self.placement.module(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=args.lr,
@@ -45,9 +46,10 @@ class Session(RunFiles):
 
 
 def main(argv=None):
-    return upanets_recipe.train("pytorch", argv, create_model, Session, torch.manual_seed,
+    args = upanets_recipe.parse("pytorch", argv, add_device_args)
+    return upanets_recipe.train("pytorch", args, create_model, Session, torch.manual_seed,
                                 lambda model: sum(p.numel() for p in model.parameters()),
-                                add_args=add_device_args)
+                                argv=argv)
 
 
 if __name__ == "__main__":

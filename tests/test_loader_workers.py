@@ -14,7 +14,7 @@ from PIL import Image
 from common import transforms as T
 from common.data import IMAGENET_MEAN, IMAGENET_STD, DatasetError, get_dataset, image_folder_dataset
 from common.loader import BatchLoader
-from common.san_recipe import ShardLoader
+from common.loader import ShardLoader
 
 PHOTO = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.loader import BatchLoader
-from common.san_recipe import Processes, ShardLoader, build_loaders, parse_args
+from common.loader import BatchLoader, ShardLoader
+from common.processes import Processes
+from common.san_recipe import build_loaders, parse_args
 from parity_tests.tolerances import assert_close
 from pytorch_impl import create_model
 from pytorch_impl import train_san

@@ -10,7 +10,8 @@ import pytest
 
 from common.checkpoint import load_gluon_params
 from common.labels import one_hot
-from common.san_recipe import Processes, build_loaders, parse_args
+from common.processes import Processes
+from common.san_recipe import build_loaders, parse_args
 from gluon_impl import create_model, train_san
 from gluon_impl.weights import load_weights
 
