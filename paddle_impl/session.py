@@ -139,25 +139,32 @@ def join_processes(args):
             dist.destroy_process_group()
 
 
+def running_state(model):
+    """The tensors of ``model`` that a training forward updates and no optimizer does:
+    BatchNorm's running statistics (Paddle keeps them as parameters that take no gradient)
+    and any buffers."""
+    return [p for p in model.parameters() if p.stop_gradient] + model.buffers()
+
+
 class DataParallel(paddle.DataParallel):
     """``paddle.DataParallel`` (every process starts from process 0's weights; the backward
     averages the gradients over the processes) whose first forward without gradients after
-    training, an evaluation, first hands every process process 0's buffers: the BatchNorm
-    running statistics, which each process updates from its own share of the batches. As
-    with torch's DDP, the metrics are then those of the weights process 0 saves, and the
-    same after ``--resume``, where every process loads process 0's checkpoint."""
+    training, an evaluation, first hands every process process 0's :func:`running_state`,
+    which each process updates from its own share of the batches. As with torch's DDP, the
+    metrics are then those of the weights process 0 saves, and the same after ``--resume``,
+    where every process loads process 0's checkpoint."""
 
     def __init__(self, layers):
         super().__init__(layers)
-        self.buffers_differ = False
+        self.state_differs = False
 
     def forward(self, *inputs, **kwargs):
         if paddle.is_grad_enabled():
-            self.buffers_differ = True
-        elif self.buffers_differ:
-            for buffer in self._layers.buffers():
-                dist.broadcast(buffer, src=0)
-            self.buffers_differ = False
+            self.state_differs = True
+        elif self.state_differs:
+            for tensor in running_state(self._layers):
+                dist.broadcast(tensor, src=0)
+            self.state_differs = False
         return super().forward(*inputs, **kwargs)
 
 
