@@ -4,7 +4,19 @@ from its run folder (the model's weights alone, ``.pdparams``, and the optimizer
 runs (``--device``; one process, or one per device under ``python -m
 paddle.distributed.launch``: :func:`join_processes`), in what precision (``--amp``) and how
 it steps (:class:`Placement`), and the soft-target loss of the recipes that train with dense
-(smoothed, mixed) targets."""
+(smoothed, mixed) targets.
+
+Several processes (Paddle 3.3.1's launcher runs a script path or a program, not ``-m``, so
+the interpreter comes after it)::
+
+    python -m paddle.distributed.launch --nproc_per_node 2 python -m paddle_impl.train_san ...
+    python -m paddle.distributed.launch --devices 0,1,2,3 python -m paddle_impl.train_san ...
+    python -m paddle.distributed.launch --master HOST:PORT --nnodes 2 --devices 0,1,2,3 \
+        python -m paddle_impl.train_san ...           # the same line on every machine
+
+The first runs on CPUs (gloo), the others on GPUs (nccl). Each process gets
+``OMP_NUM_THREADS=1`` from the launcher (importing Paddle sets it there): ``--threads`` gives
+more."""
 import contextlib
 import os
 import re
@@ -56,8 +68,8 @@ def soft_cross_entropy(logits, targets, reduction="mean"):
 
 
 DEVICE = re.compile(r"cpu|gpu(:\d+)?")
-NO_CPU_AMP = ("--amp: Paddle 3.3.1 has no mixed precision on the CPU (paddle.amp.auto_cast "
-              "runs float32 there, with a warning); use a GPU (--device gpu)")
+NO_CPU_AMP = (f"--amp: Paddle {paddle.__version__} has no mixed precision on the CPU "
+              f"(paddle.amp.auto_cast runs float32 there, with a warning); use a GPU (--device gpu)")
 
 
 def refuse(message):

@@ -77,7 +77,7 @@ def one_thread_reference():
         images, labels = next(iter(train_loader.epoch(epoch)))
         x = paddle.to_tensor(images)
         t = paddle.to_tensor(smooth_uniform(labels, 10, args.label_smoothing))
-        statistics = [(p, p.numpy().copy()) for p in model.parameters() if p.stop_gradient]
+        statistics = [(p, p.numpy()) for p in model.parameters() if p.stop_gradient]
         share_losses = []
         for share in (slice(2, 4), slice(0, 2)):  # share 0 last: its statistics stay
             for tensor, value in statistics:  # BatchNorm's running statistics
