@@ -69,7 +69,8 @@ def soft_cross_entropy(logits, targets, reduction="mean"):
 
 DEVICE = re.compile(r"cpu|gpu(:\d+)?")
 NO_CPU_AMP = (f"--amp: Paddle {paddle.__version__} has no mixed precision on the CPU "
-              f"(paddle.amp.auto_cast runs float32 there, with a warning); use a GPU (--device gpu)")
+              f"(paddle.amp.auto_cast runs float32 there, and conv2d has no bfloat16 CPU "
+              f"kernel); use a GPU (--device gpu)")
 
 
 def refuse(message):

@@ -54,8 +54,9 @@ def test_one_process_runs_on_the_cpu_by_default():
 
 def test_cpu_autocast_is_float32(recwarn):
     """Why --amp is refused on the CPU: under ``auto_cast`` (O1, bfloat16) a convolution,
-    BatchNorm and matmul give float32, bit for bit the float32 result (a Paddle that
-    autocasts on the CPU fails here: --amp could then run there)."""
+    BatchNorm and matmul give float32, bit for bit the float32 result, and Paddle has no
+    bfloat16 CPU kernel for them to cast to (a Paddle that autocasts on the CPU fails here:
+    --amp could then run there)."""
     paddle.set_device("cpu")
     paddle.seed(0)
     layers = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),
@@ -66,3 +67,5 @@ def test_cpu_autocast_is_float32(recwarn):
         autocast = layers(x)
     assert autocast.dtype == paddle.float32 and np.array_equal(autocast.numpy(), float32)
     assert any("makes no effect" in str(w.message) for w in recwarn)
+    with pytest.raises(RuntimeError, match="kernel `conv2d` is not registered"):
+        paddle.nn.functional.conv2d(x.astype("bfloat16"), layers[0].weight.astype("bfloat16"))
