@@ -8,7 +8,8 @@ changes at every step (gluoncv's warmup and cosine) rescales the accumulated vel
 whenever the weight decay is not zero (``parity_tests/test_attention_paddle.py`` shows both).
 
 :class:`MXNetSGD` has the optimizer methods a Paddle train session uses (``set_lr``,
-``step``, ``clear_grad``, ``state_dict``, ``set_state_dict``), its state keyed as
+``step``, ``clear_grad``, ``state_dict``, ``set_state_dict``; ``_parameter_list`` for
+``paddle.amp.GradScaler``), its state keyed as
 Paddle keys an optimizer's accumulators (``<parameter name>_momentum_0``), so that
 :mod:`paddle_impl.optim_state` saves it under structural names.
 """
@@ -36,6 +37,7 @@ class MXNetSGD:
             raise ValueError(f"learning_rate, momentum and wd must be non-negative, got "
                              f"{learning_rate}, {momentum}, {wd}")
         self.parameters = [p for p in parameters if not p.stop_gradient]
+        self._parameter_list = self.parameters  # where paddle.amp.GradScaler finds the gradients
         self.lr, self.momentum, self.wd = learning_rate, momentum, wd
         self.nesterov, self.rescale_grad = nesterov, rescale_grad
         self.buffers = {}  # parameter name -> momentum buffer
