@@ -64,8 +64,9 @@ def lr_at(args):
 class Session:
     """The recipe's session for :func:`common.fit.fit`, written once for both frameworks:
     dropout reseeded before the first batch of every epoch (a resumed run draws the same
-    masks), dense targets smoothed by ``--label-smoothing`` and, for training, mixed up with
-    the reversed batch (images too) when ``--mixup-alpha`` > 0.
+    masks; each process of a multi-process run its own), dense targets smoothed by
+    ``--label-smoothing`` and, for training, mixed up with the reversed batch (images too)
+    when ``--mixup-alpha`` > 0 (in several processes, each process's share with its reverse).
 
     A framework's subclass names its primitives, ``seed(n)``, ``tensor(array)`` and
     ``no_grad()`` (and ``numpy(tensor)`` and ``set_mode(train)`` where Paddle's and torch's,
@@ -77,6 +78,7 @@ class Session:
         self.model, self.args, self.num_classes = model, args, num_classes
         self.optimizer = self.make_optimizer(model, args.lr, args.wd)
         self.sampler = MixupSampler(args.mixup_alpha, args.seed) if args.mixup_alpha > 0 else None
+        self.rank, self.world = processes.rank, processes.world
 
     @staticmethod
     def numpy(tensor):
@@ -94,7 +96,8 @@ class Session:
 
     def train_batch(self, images, labels, lr, epoch, batch):
         if batch == 0:
-            self.seed(self.args.seed * 100003 + epoch)
+            # one stream per (epoch, process): the processes' shares draw different masks
+            self.seed((self.args.seed * 100003 + epoch) * self.world + self.rank)
         targets = self.targets(labels)
         if self.sampler is not None:
             images, targets = mixup(images, targets, self.sampler(epoch, batch))

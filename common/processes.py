@@ -14,6 +14,13 @@ of one process with the same ``--batch-size``:
 * the metrics are sums over the processes (``all_reduce``), so they cover the whole dataset;
 * process 0 alone writes the run folder (:func:`common.runs.open_run`, :func:`common.fit.fit`),
   and every process reads it back on ``--resume``.
+
+Where the computation depends on the whole batch it is each process's share that counts, as
+in every data-parallel engine: BatchNorm normalises each share (PyTorch's ``--sync-bn``
+normalises the global batch on GPUs), mixup mixes each share with its own reverse (same
+lambda in every process), and dropout draws each process's masks from its own stream. The
+Gluon scripts' several ``--ctx`` contexts in one process split the batch after mixing, as
+the original ``cifar10_train.py`` did.
 """
 from typing import Callable, NamedTuple, Optional
 
