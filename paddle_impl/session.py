@@ -208,11 +208,21 @@ class Placement:
         optimizer.clear_grad()
 
     def train_step(self, model, optimizer, images, targets, lr):
-        """One step of ``optimizer`` at learning rate ``lr`` on the soft-target loss, in
-        float32 (logits leave autocast); returns (loss, logits)."""
-        optimizer.set_lr(lr)
-        with self.autocast():
-            logits = model(images).astype(targets.dtype)
-        loss = soft_cross_entropy(logits, targets)
-        self.step(loss, optimizer)
-        return loss, logits
+        return train_step(model, optimizer, images, targets, lr, self)
+
+
+def train_step(model, optimizer, images, targets, lr, placement=None):
+    """One step of ``optimizer`` at learning rate ``lr`` on the soft-target loss, in the
+    targets' precision (logits leave autocast), under ``placement``'s precision (none: a
+    plain backward and step); returns (loss, logits)."""
+    optimizer.set_lr(lr)
+    with placement.autocast() if placement is not None else contextlib.nullcontext():
+        logits = model(images).astype(targets.dtype)
+    loss = soft_cross_entropy(logits, targets)
+    if placement is None:
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    else:
+        placement.step(loss, optimizer)
+    return loss, logits

@@ -21,6 +21,7 @@ from common.loader import BatchLoader
 from common.mixup import MixupSampler, mixup
 from common.schedules import cosine_lr
 from paddle_impl import train_alexnet as paddle_recipe
+from paddle_impl.session import train_step as paddle_train_step
 from parity_tests.tolerances import assert_close, assert_float32_roundoff, assert_same_argmax
 from pytorch_impl import train_alexnet as torch_recipe
 from pytorch_impl.session import train_step as torch_train_step
@@ -247,7 +248,7 @@ def test_three_adam_steps_float64(name, mixup_alpha):
         if mixup_alpha:
             images, targets = mixup(images, targets, MixupSampler(mixup_alpha, 42)(0, step))
         lr = cosine_lr(step, 5e-4, 3)
-        paddle_loss, _ = paddle_recipe.train_step(paddle_net, paddle_opt, paddle.to_tensor(images),
+        paddle_loss, _ = paddle_train_step(paddle_net, paddle_opt, paddle.to_tensor(images),
                                                   paddle.to_tensor(targets), lr)
         torch_loss, _ = torch_train_step(torch_net, torch_opt, torch.from_numpy(images),
                                                 torch.from_numpy(targets), lr)

@@ -31,6 +31,7 @@ from gluon_impl import train_alexnet as gluon_recipe
 from gluon_impl.models.alexnet import SimAM
 from gluon_impl.weights import load_weights, model_shapes
 from paddle_impl import train_alexnet as paddle_recipe
+from paddle_impl.session import train_step as paddle_train_step
 from parity_tests.test_alexnet import (MODELS, assert_float32_port_matches, float64_pair_of,
                                        numpy_state, paddle_logits, paddle_model, random_images)
 from parity_tests.test_simam import inputs, run_paddle, simam_formula
@@ -214,7 +215,7 @@ def test_three_adam_steps_float64():
         targets = smooth_uniform(labels, 10, 0.1, dtype=np.float64)
         images, targets = mixup(images, targets, MixupSampler(mixup_alpha, 42)(0, step))
         lr = cosine_lr(step, 5e-4, 3)
-        paddle_loss, _ = paddle_recipe.train_step(paddle_net, paddle_opt, paddle.to_tensor(images),
+        paddle_loss, _ = paddle_train_step(paddle_net, paddle_opt, paddle.to_tensor(images),
                                                   paddle.to_tensor(targets), lr)
         gluon_loss, _ = gluon_recipe.train_step(gluon_net, trainer, mx.nd.array(images, dtype=np.float64),
                                                 mx.nd.array(targets, dtype=np.float64), lr)
