@@ -247,7 +247,7 @@ class RunFiles:
                 if self.multi_precision(name) and i in states}
 
     def multi_precision(self, name):
-        return self.placement.amp and self.parameters()[name].dtype == np.float16
+        return self.placement.amp and np.dtype(self.parameters()[name].dtype) == np.float16
 
     def parameters(self):
         return self.model._collect_params_with_prefix()

@@ -50,9 +50,13 @@ class Session(RunFiles, recipe.Session):
         return self.placement.eval_step(self.model, images, labels.astype(self.dtype), self.loss)
 
 
+def add_args(parser):
+    """The Gluon device flags, ``--amp`` also spelled as the original's ``--float16``."""
+    return add_device_args(parser, ("--float16",))
+
+
 def main(argv=None):
-    args = check_device_args(recipe.parse(
-        "gluon", list_models(), argv, lambda parser: add_device_args(parser, ("--float16",))))
+    args = check_device_args(recipe.parse("gluon", list_models(), argv, add_args))
     return recipe.train("gluon", args, Session, join_processes(args), argv=argv,
                         board=MxboardScalars)
 
