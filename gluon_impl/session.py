@@ -22,6 +22,7 @@ those of the weights saved.
 """
 import argparse
 import functools
+import os
 import re
 import sys
 
@@ -34,6 +35,9 @@ from common.convert import match_state, upgrade_names
 from common.processes import Processes
 from gluon_impl import weights
 
+# what a dist_sync worker reads to join the others (set by scripts/launch_gluon.py)
+DMLC_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
+                  "DMLC_NUM_WORKER")
 SUMS_KEY = 1 << 24  # the first kvstore key of all_reduce (the Trainer's are 0, 1, ...)
 CPU_AMP_REFUSAL = (
     "--amp needs a GPU: MXNet 1.9.1 has no float16 kernels on the CPU ('FP16 gemm on cpu not "
@@ -134,11 +138,14 @@ def join_processes(args):
     where = ",".join(map(str, contexts(args.ctx)))
     if args.kvstore != "dist_sync":
         return Processes(device=where)
-    kv = dist_kvstore()
-    share = args.batch_size // kv.num_workers
-    if args.batch_size % kv.num_workers or share % len(contexts(args.ctx)):
+    unset = [v for v in DMLC_VARIABLES if v not in os.environ]
+    if unset:
+        fail(f"--kvstore dist_sync: {', '.join(unset)} not set; start the workers with "
+             f"python -m scripts.launch_gluon (see its --help for several hosts)")
+    kv, parts = dist_kvstore(), len(contexts(args.ctx))
+    if args.batch_size % (kv.num_workers * parts):
         fail(f"--batch-size {args.batch_size} must be a multiple of the {kv.num_workers} workers "
-             f"times the {len(contexts(args.ctx))} contexts of each")
+             f"times the {parts} contexts of each")
     return Processes(kv.rank, kv.num_workers, where, functools.partial(kvstore_all_reduce, kv))
 
 

@@ -7,6 +7,10 @@ cosine rate set at every iteration over all epochs.
 
     python -m gluon_impl.train_alexnet --model alexnet_simam --dataset cifar10 \\
         --data-dir ../shared/data/cifar10-mini --log-dir runs/gluon-alexnet_simam
+    python -m gluon_impl.train_alexnet --ctx gpu0,gpu1 --amp    # each batch split across 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_alexnet ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore`` (:mod:`gluon_impl.session`).
 
 The run folder gets ``model-last.params`` / ``model-best.params`` (``save_parameters``;
 weights only), the optimizer state ``train-state.params`` (each parameter's Adam step, m and

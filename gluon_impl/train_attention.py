@@ -5,6 +5,11 @@ targets, ImageNet mean/std normalisation.
 
     python -m gluon_impl.train_attention --num-layers 56 --epochs 200 --mixup-alpha 1.0
     python -m gluon_impl.train_attention --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+    python -m gluon_impl.train_attention --ctx 0,1 --float16    # the original's flags: 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_attention ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp`` (``--float16``), ``--kvstore``
+(:mod:`gluon_impl.session`).
 
 The run folder (``--log-dir``) gets ``train.log``, ``metrics.jsonl``, mxboard scalars,
 ``model-last.params`` / ``model-best.params`` (``save_parameters``; weights only), the model

@@ -1,10 +1,15 @@
 """Train the MXNet Gluon port of SAN (gluon_impl/models/san.py) with the recipe of
 ``pytorch_impl.train_san`` (flags, YAML configs, loaders and the run in common/san_recipe.py),
-in one process: SGD with momentum 0.9 and weight decay 1e-4, cosine learning rate per epoch,
-label smoothing 0.1, top-1/top-5.
+SGD with momentum 0.9 and weight decay 1e-4, cosine learning rate per epoch, label
+smoothing 0.1, top-1/top-5.
 
     python -m gluon_impl.train_san                        # embedded digits, 32x32, smoke run
     python -m gluon_impl.train_san --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+    python -m gluon_impl.train_san --ctx gpu0,gpu1 --amp  # each batch split across 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_san ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore``
+(:mod:`gluon_impl.session`).
 
 The run folder holds ``train.log``, ``metrics.jsonl``, ``model-last.params`` /
 ``model-best.params`` (``save_parameters``) and ``train-state.params`` + ``train-state.json``

@@ -1,6 +1,10 @@
 """Train UPANets in MXNet Gluon with the reference recipe (see ``common/upanets_recipe.py``).
 
     python -m gluon_impl.train_upanets --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+    python -m gluon_impl.train_upanets --ctx gpu0,gpu1 --amp    # each batch split across 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_upanets ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore`` (:mod:`gluon_impl.session`).
 
 Writes ``model-best.params`` / ``model-last.params`` (``save_parameters``), the optimizer's
 momentum buffers ``train-state.params`` and ``train-state.json``; ``--resume`` continues.

@@ -71,3 +71,15 @@ def test_a_worker_error_ends_the_launch(tmp_path):
     assert ("error: --batch-size 9 must be a multiple of the 2 workers times the 1 contexts "
             "of each") in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_dist_sync_without_the_launcher_is_one_line(tmp_path, capsys, monkeypatch):
+    for name in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
+                 "DMLC_NUM_WORKER"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        train_san.main([*SMALL, "--kvstore", "dist_sync", "--log-dir", str(tmp_path / "run")])
+    assert exit_.value.code == 2 and capsys.readouterr().err == (
+        "error: --kvstore dist_sync: DMLC_ROLE, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, "
+        "DMLC_NUM_SERVER, DMLC_NUM_WORKER not set; start the workers with python -m "
+        "scripts.launch_gluon (see its --help for several hosts)\n")

@@ -97,12 +97,14 @@ def test_bad_input_fails_clearly(framework, tmp_path, capsys):
 
 
 def test_every_script_takes_the_same_flags():
-    """The recipe's flags are the same everywhere; PyTorch adds its device and precision."""
+    """The recipe's flags are the same everywhere; PyTorch and Gluon add their device and
+    precision flags."""
     argv = ["--model", "alexnet", "--mixup-alpha", "0.2", "--epochs", "3", "--max-batches", "5"]
     paddle_args = importlib.import_module(SCRIPTS["paddle"][0]).parse_args(argv)
-    torch_only = {"device": None, "amp": False, "channels_last": False}
+    own = {"pytorch": {"device": None, "amp": False, "channels_last": False},
+           "gluon": {"ctx": None, "amp": False, "kvstore": "device"}}
     for port in ("pytorch", "gluon"):
         args = vars(importlib.import_module(SCRIPTS[port][0]).parse_args(argv))
-        assert args == (dict(vars(paddle_args), **torch_only) if port == "pytorch" else vars(paddle_args))
+        assert args == dict(vars(paddle_args), **own[port])
     assert (paddle_args.batch_size, paddle_args.lr, paddle_args.wd, paddle_args.seed,
             paddle_args.label_smoothing) == (128, 5e-4, 1e-5, 42, 0.1)  # the recipe's
