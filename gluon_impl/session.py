@@ -30,7 +30,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from common.checkpoint import atomic_path, load_gluon_params, save_gluon_params
+from common.checkpoint import load_gluon_params, save_gluon_params
 from common.convert import match_state, upgrade_names
 from common.processes import Processes
 from gluon_impl import weights
