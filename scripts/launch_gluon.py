@@ -9,7 +9,10 @@ The script gets ``--kvstore dist_sync`` (added when its flags do not name a kvst
 worker ``kv.rank`` of ``kv.num_workers`` takes its share of every ``--batch-size`` batch,
 the servers sum the gradients, worker 0 alone writes the run folder. Without
 ``OMP_NUM_THREADS`` set, each worker gets an equal share of this machine's cores. Before
-starting, the launcher prints how to run the same job on several hosts.
+starting, the launcher prints how to run the same job on several hosts: there, as MXNet
+intends, one worker per host splits its batches across the host's GPUs (``--ctx``, by
+default every GPU it sees), and ``--log-dir`` must be a folder every worker reads
+(``--resume`` reads it on each).
 """
 import argparse
 import os
