@@ -5,9 +5,10 @@ PyTorch port so that both read the same flags, batches, schedule and targets.
 * flags: ``--model``/``--num-layers``, ``--momentum``, ``--optimizer`` sgd|nag, ``--lr-mode``
   step (``--lr-steps``, ``--lr-factor``) | cosine (``--warmup-epochs``), ``--mixup-alpha``
   (off for the last 10% of the epochs; the original's ``--mix-up 1 --alpha A`` too),
-  ``--label-smoothing`` (the original's ``--epsilon``), ``--norm-stats``, ``--ctx``,
-  ``--dtype``, plus :func:`common.runs.add_common_args` (where ``--init-from`` is this
-  family's older spelling of ``--initial-checkpoint``);
+  ``--label-smoothing`` (the original's ``--epsilon``), ``--norm-stats``, ``--dtype``, a
+  framework's device flags (``add_args``; Gluon's ``--ctx`` is checked as it is parsed,
+  ``gluon_impl.session.context_names``), plus :func:`common.runs.add_common_args` (where
+  ``--init-from`` is this family's older spelling of ``--initial-checkpoint``);
 * images: pad-4 random crop of 32 and flip, normalised as :func:`recipe_transforms` says;
 * the learning rate of MXNet update ``num_update`` (1 for the first step) from
   :func:`common.schedules.gluoncv_lr`, set at every iteration;
@@ -70,7 +71,6 @@ def build_parser(framework, models, add_args=None):
                    default=0.0, help="label smoothing (--epsilon: the original's spelling)")
     g.add_argument("--norm-stats", choices=tuple(NORM_STATS), default="imagenet",
                    help="normalise with ImageNet's mean/std (the original) or the train split's own")
-    g.add_argument("--ctx", default="cpu", help="'cpu' or comma-separated GPU ids (first one used)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="precision of weights and images")
     if add_args is not None:
@@ -103,8 +103,6 @@ def parse(framework, models, argv=None, add_args=None):
         parser.error(f"--mixup-alpha must be >= 0 (0: off), got {args.mixup_alpha}")
     if args.warmup_epochs >= args.epochs and args.warmup_epochs > 0:
         parser.error("--warmup-epochs must be smaller than --epochs")
-    if args.ctx != "cpu" and not all(s.strip().isdigit() for s in args.ctx.split(",")):
-        parser.error(f"--ctx must be 'cpu' or GPU ids like '0,1', got {args.ctx!r}")
     return args
 
 
@@ -117,11 +115,6 @@ def recipe_transforms(norm_stats="imagenet"):
     if fixed is None:
         return train, test
     return (lambda mean, std: train(*fixed)), (lambda mean, std: test(*fixed))
-
-
-def gpu_index(ctx):
-    """The GPU ``--ctx`` names (its first id), or None for 'cpu'."""
-    return None if ctx == "cpu" else int(ctx.split(",")[0])
 
 
 def lr_at(args):

@@ -6,7 +6,9 @@
   (``unbiased_var=False``, the default) or torch's unbiased one (``unbiased_var=True``, for
   ports of models born in PyTorch; then torch momentum = 1 - ``momentum``).
   The torch-style update runs in imperative mode, computed in the data's dtype with Python
-  floats (exact in float64, unlike the kernel's float32 ``eps``/``momentum`` attributes).
+  floats (exact in float64, unlike the kernel's float32 ``eps``/``momentum`` attributes);
+  float16 data (a network cast to float16 keeps its BatchNorm parameters float32) is
+  normalised in float32 and returned in float16.
   A hybridized block has no in-graph way to assign its running statistics, so there the layer
   uses MXNet's own kernel: identical outputs, but training a hybridized model updates the
   running variance MXNet's way. Train imperatively; hybridize for inference.
@@ -28,9 +30,11 @@ class BatchNorm(nn.BatchNorm):
         if F is not mx.nd or not self.unbiased_var:
             return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
         shape = (1, -1) + (1,) * (x.ndim - 2)
+        dtype = x.dtype  # float16 data (--amp) is normalised in its float32 parameters' dtype
+        x = x.astype(gamma.dtype, copy=False)
         if not autograd.is_training():
             return ((x - running_mean.reshape(shape)) / (running_var.reshape(shape) + self.epsilon).sqrt()
-                    * gamma.reshape(shape) + beta.reshape(shape))
+                    * gamma.reshape(shape) + beta.reshape(shape)).astype(dtype, copy=False)
         axes = (0,) + tuple(range(2, x.ndim))
         mean = x.mean(axis=axes)
         centred = x - mean.reshape(shape)
@@ -41,7 +45,7 @@ class BatchNorm(nn.BatchNorm):
         with autograd.pause():
             running_mean[:] = running_mean * m + mean.detach() * (1 - m)
             running_var[:] = running_var * m + var.detach() * (n / (n - 1)) * (1 - m)
-        return out
+        return out.astype(dtype, copy=False)
 
 
 def layer_norm_chw(F, x, eps=1e-5):

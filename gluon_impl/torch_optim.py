@@ -12,15 +12,40 @@ by far more than round-off. ``torchadam`` is torch's ``optim.Adam(weight_decay)`
 ``wd * w`` added to the gradient), which is Paddle's ``Adam(weight_decay=float)``. Its state
 is ``(step, m, v)``, the step count per parameter as torch keeps it, so that a saved state
 holds all an exact resume needs.
+
+With ``multi_precision=True`` (``--amp``: a float16 network) each rule updates a float32
+master copy of every float16 weight and writes the weight back as its float16 rounding; the
+state of such a weight is ``(rule's state, master copy)``, the layout of MXNet's own ``sgd``
+and ``nag`` (the base Optimizer's generic one is the reverse), so that a session finds the
+master copy in one place whatever the optimizer.
 """
 import math
 
 import mxnet as mx
+import numpy as np
 from mxnet import nd
 
 
+class MasterWeights:
+    """multi_precision as MXNet's ``sgd`` keeps it: state ``(rule's state, float32 master)``."""
+
+    def create_state_multi_precision(self, index, weight):
+        if self.multi_precision and weight.dtype == np.float16:
+            master = weight.astype(np.float32)
+            return self.create_state(index, master), master
+        return self.create_state(index, weight)
+
+    def update_multi_precision(self, index, weight, grad, state):
+        if self.multi_precision and weight.dtype == np.float16:
+            own, master = state
+            self.update(index, master, grad.astype(np.float32), own)
+            weight[:] = master.astype(np.float16)
+        else:
+            self.update(index, weight, grad, state)
+
+
 @mx.optimizer.register
-class TorchSGD(mx.optimizer.Optimizer):
+class TorchSGD(MasterWeights, mx.optimizer.Optimizer):
     """``Trainer(params, 'torchsgd', {'learning_rate': lr, 'momentum': 0.9, 'wd': 5e-4})``."""
 
     def __init__(self, momentum=0.0, **kwargs):
@@ -44,7 +69,7 @@ class TorchSGD(mx.optimizer.Optimizer):
 
 
 @mx.optimizer.register
-class TorchAdam(mx.optimizer.Optimizer):
+class TorchAdam(MasterWeights, mx.optimizer.Optimizer):
     """``Trainer(params, 'torchadam', {'learning_rate': 5e-4, 'wd': 1e-5})``: at step ``t``,
     ``g = grad + wd*w``; ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g^2``;
     ``w -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + epsilon)``."""

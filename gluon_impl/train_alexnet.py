@@ -7,6 +7,10 @@ cosine rate set at every iteration over all epochs.
 
     python -m gluon_impl.train_alexnet --model alexnet_simam --dataset cifar10 \\
         --data-dir ../shared/data/cifar10-mini --log-dir runs/gluon-alexnet_simam
+    python -m gluon_impl.train_alexnet --ctx gpu0,gpu1 --amp    # each batch split across 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_alexnet ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore`` (:mod:`gluon_impl.session`).
 
 The run folder gets ``model-last.params`` / ``model-best.params`` (``save_parameters``;
 weights only), the optimizer state ``train-state.params`` (each parameter's Adam step, m and
@@ -15,20 +19,27 @@ v, by name) and ``train-state.json`` (epoch, best accuracy: what ``--resume`` re
 ``learning-curves.png`` and ``predictions.png``. The model starts from Paddle's default
 initialisation, the native recipe's, drawn from MXNet's generator.
 """
+import functools
+
 import mxnet as mx
+import numpy as np
 from mxnet import autograd
 
 import gluon_impl.torch_optim  # noqa: F401  (registers 'torchadam')
 from common import alexnet_recipe
 from common.alexnet_recipe import recipe_transforms  # noqa: F401  (callers take it from here)
+from common.processes import Processes
 from gluon_impl import create_model
-from gluon_impl.session import RunFiles, soft_cross_entropy, train_step
+from gluon_impl.session import (Placement, RunFiles, add_device_args, check_device_args,
+                                join_processes, soft_cross_entropy)
+from gluon_impl.session import train_step  # noqa: F401  (the parity tests' one-context step)
 
 FRAMEWORK = "gluon"
 
 
 def parse_args(argv=None):
-    return alexnet_recipe.parse_args(__doc__.split("\n\n")[0], argv)
+    return check_device_args(alexnet_recipe.parse_args(__doc__.split("\n\n")[0], argv,
+                                                       add_device_args))
 
 
 def initialized_model(name, **kwargs):
@@ -41,22 +52,35 @@ def initialized_model(name, **kwargs):
     return model
 
 
-def make_optimizer(model, lr, wd):
+def make_optimizer(model, lr, wd, trainer=mx.gluon.Trainer):
     """Adam with coupled L2 weight decay on every parameter, as Paddle's
-    ``Adam(weight_decay=float)``."""
-    return mx.gluon.Trainer(model.collect_params(), "torchadam", {"learning_rate": lr, "wd": wd})
+    ``Adam(weight_decay=float)``; ``trainer`` builds it (a Placement's, in a script)."""
+    return trainer(model.collect_params(), "torchadam", {"learning_rate": lr, "wd": wd})
 
 
 class Session(RunFiles, alexnet_recipe.Session):
-    """The recipe's session (:class:`common.alexnet_recipe.Session`) in Gluon: train mode is
-    ``autograd.record()`` inside :func:`train_step`, so ``set_mode`` has nothing to do."""
+    """The recipe's session (:class:`common.alexnet_recipe.Session`) in Gluon, on ``--ctx``
+    in ``--amp``'s precision (:class:`gluon_impl.session.Placement`), which takes the numpy
+    batches; train mode is ``autograd.record()``, so ``set_mode`` has nothing to do."""
     seed = staticmethod(mx.random.seed)
-    tensor = staticmethod(mx.nd.array)
-    numpy = staticmethod(mx.nd.NDArray.asnumpy)
+    tensor = numpy = staticmethod(np.asarray)
     no_grad = staticmethod(autograd.pause)
-    make_optimizer = staticmethod(make_optimizer)
-    train_step = staticmethod(train_step)
-    loss = staticmethod(soft_cross_entropy)
+    loss = staticmethod(functools.partial(soft_cross_entropy, reduction="none"))
+
+    def __init__(self, model, args, num_classes, processes=Processes()):
+        self.placement = Placement(args, processes)
+        super().__init__(self.placement.module(model), args, num_classes, processes)
+
+    def make_optimizer(self, model, lr, wd):
+        return make_optimizer(model, lr, wd, self.placement.trainer)
+
+    def train_step(self, model, trainer, images, targets, lr):
+        loss, logits = self.placement.train_step(model, trainer, images, targets, lr, self.loss)
+        return loss / len(images), logits
+
+    def eval_batch(self, images, labels):
+        loss, logits = self.placement.eval_step(self.model, images, self.targets(labels), self.loss)
+        return loss, logits.argmax(1)
 
     def set_mode(self, train):
         pass
@@ -67,7 +91,9 @@ class Session(RunFiles, alexnet_recipe.Session):
 
 
 def main(argv=None):
-    return alexnet_recipe.train(FRAMEWORK, parse_args(argv), initialized_model, Session, argv=argv)
+    args = parse_args(argv)
+    return alexnet_recipe.train(FRAMEWORK, args, initialized_model, Session, join_processes(args),
+                                argv=argv)
 
 
 if __name__ == "__main__":

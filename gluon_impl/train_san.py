@@ -1,10 +1,15 @@
 """Train the MXNet Gluon port of SAN (gluon_impl/models/san.py) with the recipe of
 ``pytorch_impl.train_san`` (flags, YAML configs, loaders and the run in common/san_recipe.py),
-in one process: SGD with momentum 0.9 and weight decay 1e-4, cosine learning rate per epoch,
-label smoothing 0.1, top-1/top-5.
+SGD with momentum 0.9 and weight decay 1e-4, cosine learning rate per epoch, label
+smoothing 0.1, top-1/top-5.
 
     python -m gluon_impl.train_san                        # embedded digits, 32x32, smoke run
     python -m gluon_impl.train_san --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+    python -m gluon_impl.train_san --ctx gpu0,gpu1 --amp  # each batch split across 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_san ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore``
+(:mod:`gluon_impl.session`).
 
 The run folder holds ``train.log``, ``metrics.jsonl``, ``model-last.params`` /
 ``model-best.params`` (``save_parameters``) and ``train-state.params`` + ``train-state.json``
@@ -15,77 +20,61 @@ update their running variance torch's way (see ``gluon_impl/layers.py``). Weight
 torch's default bound, U(+-1/sqrt(fan_in)), with zero biases.
 """
 import contextlib
+import functools
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd
 
 import gluon_impl.torch_optim  # noqa: F401  (registers 'torchsgd')
 from common import san_recipe
+from common.labels import one_hot
 from gluon_impl import create_model
-from gluon_impl.session import RunFiles
+from gluon_impl.session import (Placement, RunFiles, add_device_args, check_device_args,
+                                join_processes, soft_cross_entropy)
 
 
 class Modes:
-    """The module a session runs: ``model`` called in train or predict mode, as set by
-    ``train()`` / ``eval()`` (Gluon blocks have no mode of their own)."""
+    """What the recipe's session calls ``net``: ``model`` with ``train()`` / ``eval()``,
+    which have nothing to do in Gluon (train mode is ``autograd.record()``)."""
 
     def __init__(self, model):
-        self.model, self.training = model, False
+        self.model = model
 
     def train(self):
-        self.training = True
+        pass
 
     def eval(self):
-        self.training = False
-
-    def __call__(self, x):
-        with autograd.train_mode() if self.training else autograd.predict_mode():
-            return self.model(x)
+        pass
 
 
-def soft_cross_entropy(logits, targets):
-    """Batch mean of ``sum(-targets * log_softmax(logits))`` (the recipe's label smoothing
-    with :func:`common.labels.smooth_uniform` targets)."""
-    return -(targets * mx.nd.log_softmax(logits, axis=1)).sum(axis=1).mean()
-
-
-def train_step(net, trainer, images, targets, lr):
-    """One step of the recipe's SGD at rate ``lr``; returns (loss, logits)."""
-    trainer.set_learning_rate(lr)
-    with autograd.record():
-        logits = net(images)
-        loss = soft_cross_entropy(logits, targets)
-    loss.backward()
-    trainer.step(1)  # the loss is already the batch mean
-    return loss.asscalar(), logits
-
-
-def make_optimizer(model, args):
-    return mx.gluon.Trainer(model.collect_params(), "torchsgd", {
+def make_optimizer(model, args, trainer=mx.gluon.Trainer):
+    return trainer(model.collect_params(), "torchsgd", {
         "learning_rate": args.lr, "momentum": args.momentum, "wd": args.wd})
 
 
-def tensor(array):
-    """A float32 (images, targets) or int64 NDArray of a numpy array."""
-    dtype = "float32" if np.issubdtype(array.dtype, np.floating) else "int64"
-    return mx.nd.array(array, dtype=dtype)
-
-
 class Session(RunFiles, san_recipe.Session):
-    """The recipe's session (:class:`common.san_recipe.Session`) in Gluon."""
-    tensor = staticmethod(tensor)
-    numpy = staticmethod(mx.nd.NDArray.asnumpy)
+    """The recipe's session (:class:`common.san_recipe.Session`) in Gluon, on ``--ctx`` in
+    ``--amp``'s precision (:class:`gluon_impl.session.Placement`), which takes the numpy
+    batches."""
+    tensor = numpy = staticmethod(np.asarray)
     no_grad = staticmethod(contextlib.nullcontext)  # nothing is recorded outside autograd.record
-    make_optimizer = staticmethod(make_optimizer)
-    train_step = staticmethod(train_step)
-
-    @staticmethod
-    def loss(logits, targets):
-        return soft_cross_entropy(logits, targets).asscalar()
+    loss = staticmethod(functools.partial(soft_cross_entropy, reduction="none"))
 
     def place(self, model, processes):
-        return Modes(model)
+        self.placement = Placement(self.args, processes)
+        return Modes(self.placement.module(model))
+
+    def make_optimizer(self, model, args):
+        return make_optimizer(model, args, self.placement.trainer)
+
+    def train_step(self, net, trainer, images, targets, lr):
+        loss, logits = self.placement.train_step(net.model, trainer, images, targets, lr, self.loss)
+        return loss / len(images), logits
+
+    def eval_batch(self, images, labels):
+        loss, logits = self.placement.eval_step(self.model, images,
+                                                one_hot(labels, self.num_classes), self.loss)
+        return loss, san_recipe.ranked_classes(logits)
 
     @property
     def trainer(self):  # RunFiles' name for the optimizer
@@ -108,9 +97,10 @@ def count_parameters(model):
 
 
 def main(argv=None):
-    args = san_recipe.parse_args(__doc__.split("\n\n")[0], argv)
+    args = check_device_args(san_recipe.parse_args(__doc__.split("\n\n")[0], argv,
+                                                   add_device_args))
     return san_recipe.train("gluon", args, initialized_model, Session, seed, count_parameters,
-                            argv=argv)
+                            join_processes(args), argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Train UPANets in MXNet Gluon with the reference recipe (see ``common/upanets_recipe.py``).
 
     python -m gluon_impl.train_upanets --dataset cifar10 --data-dir ../shared/data/cifar10-mini
+    python -m gluon_impl.train_upanets --ctx gpu0,gpu1 --amp    # each batch split across 2 GPUs
+    python -m scripts.launch_gluon -n 2 -m gluon_impl.train_upanets ...   # 2 dist_sync workers
+
+Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore`` (:mod:`gluon_impl.session`).
 
 Writes ``model-best.params`` / ``model-last.params`` (``save_parameters``), the optimizer's
 momentum buffers ``train-state.params`` and ``train-state.json``; ``--resume`` continues.
@@ -12,37 +16,34 @@ scalars go through mxboard.
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd
 
 import gluon_impl.torch_optim  # noqa: F401  (registers 'torchsgd')
 from common import upanets_recipe
 from common.processes import Processes
 from gluon_impl import create_model
-from gluon_impl.data import to_ndarrays
-from gluon_impl.session import MxboardScalars, RunFiles
+from gluon_impl.session import (MxboardScalars, Placement, RunFiles, add_device_args,
+                                check_device_args, join_processes)
 
 
 class Session(RunFiles):
+    """The recipe's SGD on the cross-entropy, on ``--ctx`` in ``--amp``'s precision
+    (:class:`gluon_impl.session.Placement`)."""
+
     def __init__(self, model, args, processes=Processes()):
-        self.model = model
-        self.trainer = mx.gluon.Trainer(model.collect_params(), "torchsgd", {
+        self.placement = Placement(args, processes)
+        self.model = self.placement.module(model)
+        self.trainer = self.placement.trainer(model.collect_params(), "torchsgd", {
             "learning_rate": args.lr, "momentum": upanets_recipe.MOMENTUM, "wd": args.wd})
         self.loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
 
     def train_batch(self, images, labels, lr, epoch, batch):
-        self.trainer.set_learning_rate(lr)
-        x, y = to_ndarrays((images, labels))
-        with autograd.record():
-            logits = self.model(x)
-            loss = self.loss(logits, y).mean()
-        loss.backward()
-        self.trainer.step(1)
-        return float(loss.asscalar()) * len(labels), logits.argmax(1).asnumpy().astype(np.int64)
+        loss, logits = self.placement.train_step(self.model, self.trainer, images, labels, lr,
+                                                 self.loss)
+        return loss, logits.argmax(1).astype(np.int64)
 
     def eval_batch(self, images, labels):
-        x, y = to_ndarrays((images, labels))
-        logits = self.model(x)
-        return float(self.loss(logits, y).sum().asscalar()), logits.argmax(1).asnumpy().astype(np.int64)
+        loss, logits = self.placement.eval_step(self.model, images, labels, self.loss)
+        return loss, logits.argmax(1).astype(np.int64)
 
 
 def initialized_model(name, **kwargs):
@@ -57,11 +58,12 @@ def seed(n):
 
 
 def main(argv=None):
+    args = check_device_args(upanets_recipe.parse("gluon", argv, add_device_args))
     return upanets_recipe.train(
-        "gluon", upanets_recipe.parse("gluon", argv), initialized_model, Session, seed,
+        "gluon", args, initialized_model, Session, seed,
         lambda model: sum(int(np.prod(p.shape)) for p in model.collect_params().values()
                           if p.grad_req != "null"),
-        argv=argv, board=MxboardScalars)
+        join_processes(args), argv=argv, board=MxboardScalars)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import yaml
 from common import runs
 from common.data import DatasetError
 from common.run_folder import FREE_ON_RESUME
+from gluon_impl.session import add_device_args as gluon_device_args
 from pytorch_impl.session import add_device_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -162,7 +163,7 @@ def parser_of(module):
     if family == "attention":
         return recipe.build_parser(framework, importlib.import_module(f"{framework}_impl").list_models(),
                                    getattr(script, "add_args", None))
-    add_args = add_device_args if framework == "pytorch" else None
+    add_args = {"pytorch": add_device_args, "gluon": gluon_device_args}.get(framework)
     return recipe.build_parser(framework if family == "upanets" else "", add_args)
 
 

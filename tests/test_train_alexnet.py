@@ -97,13 +97,14 @@ def test_bad_input_fails_clearly(framework, tmp_path, capsys):
 
 
 def test_every_script_takes_the_same_flags():
-    """The recipe's flags are the same everywhere; PyTorch and Paddle add their device and
-    precision."""
+    """The recipe's flags are the same everywhere; each framework adds its device and
+    precision flags."""
     argv = ["--model", "alexnet", "--mixup-alpha", "0.2", "--epochs", "3", "--max-batches", "5"]
-    own = {"paddle": {"device": None, "amp": False}, "gluon": {},
-           "pytorch": {"device": None, "amp": False, "channels_last": False}}
+    own = {"paddle": {"device": None, "amp": False},
+           "pytorch": {"device": None, "amp": False, "channels_last": False},
+           "gluon": {"ctx": None, "amp": False, "kvstore": "device"}}
     parsed = {port: vars(importlib.import_module(SCRIPTS[port][0]).parse_args(argv)) for port in own}
-    recipe = {k: v for k, v in parsed["gluon"].items() if k not in own["gluon"]}
+    recipe = {k: v for k, v in parsed["paddle"].items() if k not in own["paddle"]}
     for port, args in parsed.items():
         assert args == dict(recipe, **own[port]), port
     assert (recipe["batch_size"], recipe["lr"], recipe["wd"], recipe["seed"],
