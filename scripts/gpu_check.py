@@ -38,8 +38,8 @@ ONE_GPU = {"pytorch": ("--device", "cuda"), "paddle": ("--device", "gpu"), "gluo
 TWO_GPUS = {  # framework -> (launcher, flags): each framework's own engine
     "pytorch": ((sys.executable, "-m", "torch.distributed.run", "--standalone",
                  "--nproc_per_node", "2", "-m"), ("--device", "cuda")),
-    "paddle": ((sys.executable, "-m", "paddle.distributed.launch", "--devices", "0,1", "-m"),
-               ("--device", "gpu")),
+    "paddle": ((sys.executable, "-m", "paddle.distributed.launch", "--devices", "0,1",
+                sys.executable, "-m"), ("--device", "gpu")),  # it runs a program, not -m
     "gluon": ((sys.executable, "-m"), ("--ctx", "gpu0,gpu1")),  # the original's split_and_load
 }
 
