@@ -142,8 +142,8 @@ def sync_batch_norm(model):
     biased = [name for name, m in model.named_modules() if getattr(m, "biased_var", False)]
     if biased:
         raise SystemExit(f"error: --sync-bn: torch's SyncBatchNorm updates the running variance "
-                         f"with the unbiased batch variance; this model's BatchNorm ({biased[0]} "
-                         f"and {len(biased) - 1} more) keeps MXNet's biased one")
+                         f"with the unbiased batch variance; this model's {len(biased)} BatchNorm "
+                         f"layers (first: {biased[0]}) keep MXNet's biased one")
     model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for module in model.modules():
         if isinstance(module, torch.nn.SyncBatchNorm) and module.track_running_stats \

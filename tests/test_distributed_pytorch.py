@@ -155,7 +155,7 @@ def test_sync_batch_norm_keeps_the_model_and_its_names():
     for (key, value), expected in zip(converted.state_dict().items(), reference.state_dict().values()):
         assert_close(value, expected, np.float32, key)
     gluon_port = nn.Sequential(nn.Conv2d(3, 4, 3), layers.BatchNorm2d(4, biased_var=True))
-    with pytest.raises(SystemExit, match=r"^error: --sync-bn: .* \(1 and 0 more\) keeps MXNet's biased one$"):
+    with pytest.raises(SystemExit, match=r"^error: --sync-bn: .* this model's 1 BatchNorm layers \(first: 1\) keep MXNet's biased one$"):
         sync_batch_norm(gluon_port)
 
 
