@@ -97,10 +97,11 @@ def test_bad_input_fails_clearly(framework, tmp_path, capsys):
 
 
 def test_every_script_takes_the_same_flags():
-    """The recipe's flags are the same everywhere; PyTorch adds its device and precision."""
+    """The recipe's flags are the same everywhere; PyTorch adds its device, precision and
+    --sync-bn."""
     argv = ["--model", "alexnet", "--mixup-alpha", "0.2", "--epochs", "3", "--max-batches", "5"]
     paddle_args = importlib.import_module(SCRIPTS["paddle"][0]).parse_args(argv)
-    torch_only = {"device": None, "amp": False, "channels_last": False}
+    torch_only = {"device": None, "amp": False, "channels_last": False, "sync_bn": False}
     for port in ("pytorch", "gluon"):
         args = vars(importlib.import_module(SCRIPTS[port][0]).parse_args(argv))
         assert args == (dict(vars(paddle_args), **torch_only) if port == "pytorch" else vars(paddle_args))
