@@ -15,9 +15,9 @@ first epoch and continued with ``--resume``, so the same comparison proves that 
 shows that the two processes together read each global batch once, and the running
 statistics that process 0 read exactly the first half of it.
 
-Each launch costs about 15 s on an idle 2-core machine (interpreter, torch and the script
-imported three times): UPANets is launched twice, the Residual Attention Network and AlexNet
-once each for a 1-batch run; SAN's launches are in test_train_san.py.
+A launch costs about 25 CPU-seconds (the launcher and both processes import torch; measured
+for UPANets), over half of it starting up: UPANets is launched twice, the Residual Attention
+Network and AlexNet once each for a 1-batch run; SAN's launches are in test_train_san.py.
 """
 import copy
 import json
