@@ -165,7 +165,8 @@ class Placement:
     def __init__(self, args, processes=Processes()):
         self.device = torch.device(processes.device) if processes.world > 1 else single_device(args)
         self.world, self.sync_bn = processes.world, args.sync_bn
-        self.amp = None if not args.amp else torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        self.amp = None if not args.amp else \
+            torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.layout = torch.channels_last if args.channels_last else torch.contiguous_format
 

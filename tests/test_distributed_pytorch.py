@@ -70,7 +70,8 @@ def data_parallel_upanets(argv, world=2):
                                  img_size=args.img_size, blocks=args.blocks)
             optimizer = torch.optim.SGD(model.parameters(), lr=args.lr,
                                         momentum=upanets_recipe.MOMENTUM, weight_decay=args.wd)
-            lr_at, steps, losses = upanets_recipe.lr_at(args), batches_per_epoch(loader, args.max_batches), []
+            lr_at, losses = upanets_recipe.lr_at(args), []
+            steps = batches_per_epoch(loader, args.max_batches)
             model.train()
             for epoch in range(args.epochs):
                 total = 0.0
@@ -155,7 +156,8 @@ def test_sync_batch_norm_keeps_the_model_and_its_names():
     for (key, value), expected in zip(converted.state_dict().items(), reference.state_dict().values()):
         assert_close(value, expected, np.float32, key)
     gluon_port = nn.Sequential(nn.Conv2d(3, 4, 3), layers.BatchNorm2d(4, biased_var=True))
-    with pytest.raises(SystemExit, match=r"^error: --sync-bn: .* this model's 1 BatchNorm layers \(first: 1\) keep MXNet's biased one$"):
+    with pytest.raises(SystemExit, match=r"^error: --sync-bn: .* this model's 1 BatchNorm "
+                                         r"layers \(first: 1\) keep MXNet's biased one$"):
         sync_batch_norm(gluon_port)
 
 
