@@ -34,8 +34,7 @@ RUN_MARKERS = ("metrics.jsonl", "train-state.json", "model-*.*")
 FREE_ON_RESUME = frozenset({
     "resume", "log_dir", "overwrite", "allow_changes", "workers", "threads", "log_interval",
     "debug", "strict_data", "data_dir", "download", "stop_after", "save_period",
-    "initial_checkpoint", "config", "grid", "device", "ctx", "amp", "kvstore", "channels_last",
-    "memory_format"})
+    "initial_checkpoint", "config", "grid", "device", "ctx", "amp", "kvstore", "channels_last"})
 VERSIONED = ("numpy", "torch", "mxnet", "paddlepaddle")
 
 

@@ -7,6 +7,14 @@ the same weights (``--initial-checkpoint``, or ``--init-from``) it reproduces th
 for the proof).
 
     python -m pytorch_impl.train_attention --num-layers 56 --epochs 200 --mixup-alpha 1.0
+    torchrun --nproc_per_node 4 -m pytorch_impl.train_attention --num-layers 56 --amp
+
+It runs on ``--device`` with ``--amp`` (:class:`pytorch_impl.session.Placement`), in NHWC by
+default (``--no-channels-last``: NCHW); under ``torchrun`` it trains with
+DistributedDataParallel (:func:`pytorch_impl.session.join_processes`): ``--batch-size`` is
+the global batch, each process takes its share of every batch and rescales its summed
+gradients by 1 / its share (DDP's average over the processes then makes it 1 / batch), and
+process 0 writes the run folder.
 
 The run folder gets ``train.log``, ``metrics.jsonl``, TensorBoard scalars,
 ``model-last.pth`` / ``model-best.pth`` (``state_dict`` only), the model card ``model.json``,
@@ -22,9 +30,7 @@ from common.attention_arch import msra_prelu_std
 from common.processes import Processes
 from pytorch_impl import create_model, list_models
 from pytorch_impl.mxnet_optim import MXNetSGD
-from pytorch_impl.session import RunFiles
-
-LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+from pytorch_impl.session import Placement, RunFiles, add_device_args, join_processes
 
 
 def msra_prelu_init(model, generator):
@@ -47,54 +53,55 @@ def soft_cross_entropy_sum(logits, targets):
 
 
 def add_args(parser):
-    parser.add_argument("--memory-format", choices=tuple(LAYOUTS), default="channels_last",
-                        help="activation layout (channels_last: faster convolutions on CPU)")
+    """The device flags, NHWC by default (faster convolutions on CPU)."""
+    add_device_args(parser, channels_last=True)
 
 
 class Session(RunFiles, recipe.Session):
-    """The recipe in PyTorch: the port on ``--ctx`` in ``--dtype`` and ``--memory-format``,
-    MXNet's SGD/NAG rule."""
+    """The recipe in PyTorch: the port in ``--dtype`` on ``--device`` in ``--amp``'s
+    precision (:class:`pytorch_impl.session.Placement`), MXNet's SGD/NAG rule; ``model``
+    holds the weights, ``net`` runs them (DistributedDataParallel under ``torchrun``)."""
 
     def __init__(self, args, num_classes, processes=Processes()):
         super().__init__(args, num_classes, processes)
-        index = recipe.gpu_index(args.ctx)
-        if index is not None and not torch.cuda.is_available():
-            raise SystemExit(f"error: --ctx {args.ctx}: no CUDA device is available")
-        self.device = torch.device("cpu" if index is None else f"cuda:{index}")
-        self.layout = LAYOUTS[args.memory_format]
-        dtype = getattr(torch, args.dtype)
-        self.model = create_model(args.model, **self.kwargs).to(dtype)
+        self.placement = Placement(args, processes)
+        self.model = create_model(args.model, **self.kwargs).to(getattr(torch, args.dtype))
         msra_prelu_init(self.model, torch.Generator().manual_seed(args.seed))
         self.start_from_checkpoint("pytorch", args)
-        self.model.to(device=self.device, memory_format=self.layout)
+        self.net = self.placement.parallel(self.model)
         self.optimizer = MXNetSGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
                                   wd=args.wd, nesterov=args.optimizer == "nag")
 
-    def tensor(self, x):
-        return torch.from_numpy(x).to(self.device).contiguous(memory_format=self.layout)
-
     def train_step(self, images, targets, lr):
+        """One update on the loss summed over this process's images, its gradients rescaled
+        by 1 / their count (the float16 GradScaler unscales before that rule)."""
         for group in self.optimizer.param_groups:
             group["lr"], group["rescale_grad"] = lr, 1.0 / len(images)
-        self.model.train()
-        logits = self.model(self.tensor(images))
-        loss = soft_cross_entropy_sum(logits, torch.from_numpy(targets).to(self.device))
+        self.net.train()
+        with self.placement.autocast():
+            logits = self.net(self.placement.tensor(images))
+        targets = self.placement.tensor(targets)
+        logits = logits.to(targets.dtype)  # the loss in the targets' precision, out of autocast
+        loss = soft_cross_entropy_sum(logits, targets)
         self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self.placement.backward(loss, self.optimizer)
         return float(loss.detach()), logits.detach().cpu().numpy()
 
     @torch.no_grad()
     def eval_step(self, images, labels):
-        self.model.eval()
-        logits = self.model(self.tensor(images))
-        loss = F.cross_entropy(logits, torch.from_numpy(labels).to(self.device), reduction="sum")
+        self.net.eval()
+        logits = self.net(self.placement.tensor(images))
+        loss = F.cross_entropy(logits, self.placement.tensor(labels), reduction="sum")
         return float(loss), logits.cpu().numpy()
 
 
 def main(argv=None):
     args = recipe.parse("pytorch", list_models(), argv, add_args)
-    return recipe.train("pytorch", args, Session, argv=argv)
+    if args.amp and args.dtype != "float32":
+        raise SystemExit(f"error: --amp computes from float32 weights; it cannot run with "
+                         f"--dtype {args.dtype}")
+    with join_processes(args) as processes:
+        return recipe.train("pytorch", args, Session, processes, argv)
 
 
 if __name__ == "__main__":
