@@ -25,10 +25,13 @@ class SimAM(nn.Module):
         self.e_lambda = e_lambda
 
     def forward(self, x):
-        n = x.shape[2] * x.shape[3] - 1
-        d = (x - x.mean(dim=(2, 3), keepdim=True)) ** 2
-        energy_inv = d / (4 * (d.sum(dim=(2, 3), keepdim=True) / n + self.e_lambda)) + 0.5
-        return x * torch.sigmoid(energy_inv)
+        # var and mu in one kernel (torch.var_mean, correction 1: sum((x - mu)^2) / n), and
+        # e = d * 1 / (4 (var + e_lambda)) + 0.5 in one more (addcmul): five passes over x
+        # instead of eight (fewer again in the backward pass)
+        var, mu = torch.var_mean(x, dim=(2, 3), correction=1, keepdim=True)
+        d = (x - mu).square()
+        half = torch.full((), 0.5, dtype=x.dtype, device=x.device)
+        return x * torch.sigmoid(torch.addcmul(half, d, 0.25 / (var + self.e_lambda)))
 
     def extra_repr(self):
         return f"e_lambda={self.e_lambda}"
