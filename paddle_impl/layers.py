@@ -41,17 +41,17 @@ class _BatchNorm:
         rule, by the kernel, because Paddle's float32 reductions sum naively: composed from
         ops, UPANets16's float32 gradients were up to 10^4 times the float32 tolerance off
         their float64 values (the kernel: 25 times, torch's own: 9). The kernel updates the
-        running statistics in place with the biased batch variance v; a C-length correction
-        turns that into torch's: ``+ (1 - m) v / (n - 1)``, with ``(1 - m) v`` = the new
-        running variance less ``m`` times the old one. ``n`` comes from the shape, not from
-        a tensor (``numel().item()`` waits for the device)."""
+        running statistics in place with the biased batch variance v (the variance in a
+        copy); a C-length correction turns that into torch's: ``+ (1 - m) v / (n - 1)``, with
+        ``(1 - m) v`` = the new running variance less ``m`` times the old one. ``n`` comes
+        from the shape, not from a tensor (``numel().item()`` waits for the device)."""
         n = math.prod(x.shape) // x.shape[1]
-        previous = self._variance.clone()
-        out = F.batch_norm(x, self._mean, self._variance, self.weight, self.bias, training=True,
+        var = self._variance.clone()  # autograd refuses an in-place change of the kernel's input
+        out = F.batch_norm(x, self._mean, var, self.weight, self.bias, training=True,
                            momentum=self._momentum, epsilon=self._epsilon,
                            data_format=self._data_format)
         with paddle.no_grad():
-            self._variance.add_((self._variance - previous * self._momentum) / (n - 1))
+            paddle.assign(var + (var - self._variance * self._momentum) / (n - 1), self._variance)
         return out
 
     def forward(self, x):
