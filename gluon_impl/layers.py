@@ -5,13 +5,16 @@
   running variance is updated in training: MXNet's biased batch variance
   (``unbiased_var=False``, the default) or torch's unbiased one (``unbiased_var=True``, for
   ports of models born in PyTorch; then torch momentum = 1 - ``momentum``).
-  The torch-style update runs in imperative mode, computed in the data's dtype with Python
-  floats (exact in float64, unlike the kernel's float32 ``eps``/``momentum`` attributes);
-  float16 data (a network cast to float16 keeps its BatchNorm parameters float32) is
-  normalised in float32 and returned in float16.
-  A hybridized block has no in-graph way to assign its running statistics, so there the layer
-  uses MXNet's own kernel: identical outputs, but training a hybridized model updates the
-  running variance MXNet's way. Train imperatively; hybridize for inference.
+  Either way the output and its gradient are MXNet's fused kernel's. For torch's update, in
+  imperative mode, the kernel runs with momentum 1 (it keeps the running statistics as they
+  are) and returns the batch mean and inverse std; the layer then updates the statistics from
+  these, C-length operations with Python floats (exact in float64, unlike the kernel's float32
+  ``momentum`` attribute). A hybridized block has no in-graph way to assign its running
+  statistics (MXNet writes them inside the kernel's backward pass, and only the kernel may
+  write them), so there the layer is the kernel alone: identical outputs, but training a
+  hybridized model updates the running variance MXNet's way. Train imperatively; hybridize
+  for inference. Float16 data (a network cast to float16 for ``--amp`` keeps its BatchNorm
+  parameters float32) goes through the kernel as through MXNet's own BatchNorm.
 * :func:`layer_norm_chw`: layer norm over every axis but the batch one, without affine
   parameters (torch's ``F.layer_norm(x, x.shape[1:])``), which ``nn.LayerNorm`` (one axis)
   does not give.
@@ -27,25 +30,17 @@ class BatchNorm(nn.BatchNorm):
         self.momentum, self.epsilon, self.unbiased_var = momentum, epsilon, unbiased_var
 
     def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
-        if F is not mx.nd or not self.unbiased_var:
+        if F is not mx.nd or not self.unbiased_var or not autograd.is_training():
             return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        dtype = x.dtype  # float16 data (--amp) is normalised in its float32 parameters' dtype
-        x = x.astype(gamma.dtype, copy=False)
-        if not autograd.is_training():
-            return ((x - running_mean.reshape(shape)) / (running_var.reshape(shape) + self.epsilon).sqrt()
-                    * gamma.reshape(shape) + beta.reshape(shape)).astype(dtype, copy=False)
-        axes = (0,) + tuple(range(2, x.ndim))
-        mean = x.mean(axis=axes)
-        centred = x - mean.reshape(shape)
-        var = (centred * centred).mean(axis=axes)
-        out = centred / (var.reshape(shape) + self.epsilon).sqrt() * gamma.reshape(shape) + beta.reshape(shape)
+        out, mean, inv_std = F.BatchNorm(x, gamma, beta, running_mean, running_var, name="fwd",
+                                         output_mean_var=True, **dict(self._kwargs, momentum=1.0))
         n = x.size // x.shape[1]
         m = self.momentum
         with autograd.pause():
-            running_mean[:] = running_mean * m + mean.detach() * (1 - m)
-            running_var[:] = running_var * m + var.detach() * (n / (n - 1)) * (1 - m)
-        return out.astype(dtype, copy=False)
+            var = 1 / inv_std.square() - self.epsilon
+            running_mean[:] = running_mean * m + mean * (1 - m)
+            running_var[:] = running_var * m + var * (n / (n - 1) * (1 - m))
+        return out
 
 
 def layer_norm_chw(F, x, eps=1e-5):

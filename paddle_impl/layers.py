@@ -7,6 +7,8 @@ running variance is updated in training: Paddle's biased batch variance
 (``unbiased_var=True``, for ports of models born in PyTorch). A float64 training step is
 computed from Paddle ops, whichever the rule (see :meth:`_BatchNorm._batch_norm_float64`).
 """
+import math
+
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -20,7 +22,7 @@ class _BatchNorm:
         these 0.002). The running statistics are updated with the biased or unbiased
         (``unbiased_var``) batch variance and the momentum as given (a port of MXNet passes
         MXNet's float32 one)."""
-        n = x.numel().item() // x.shape[1]
+        n = math.prod(x.shape) // x.shape[1]
         m = self._momentum
         axes = [0] + list(range(2, x.ndim))
         shape = [1, -1] + [1] * (x.ndim - 2)
@@ -38,16 +40,18 @@ class _BatchNorm:
         """A float32 training step that updates the running variance with torch's unbiased
         rule, by the kernel, because Paddle's float32 reductions sum naively: composed from
         ops, UPANets16's float32 gradients were up to 10^4 times the float32 tolerance off
-        their float64 values (the kernel: 25 times, torch's own: 9). The kernel's running
-        variance (biased) is turned into torch's: ``+ (1 - m) var / (n - 1)``."""
-        n = x.numel().item() // x.shape[1]
-        m = self._momentum
-        mean, var = self._mean.clone(), self._variance.clone()
-        out = F.batch_norm(x, mean, var, self.weight, self.bias, training=True, momentum=m,
-                           epsilon=self._epsilon, data_format=self._data_format)
+        their float64 values (the kernel: 25 times, torch's own: 9). The kernel updates the
+        running statistics in place with the biased batch variance v (the variance in a
+        copy); a C-length correction turns that into torch's: ``+ (1 - m) v / (n - 1)``, with
+        ``(1 - m) v`` = the new running variance less ``m`` times the old one. ``n`` comes
+        from the shape, not from a tensor (``numel().item()`` waits for the device)."""
+        n = math.prod(x.shape) // x.shape[1]
+        var = self._variance.clone()  # autograd refuses an in-place change of the kernel's input
+        out = F.batch_norm(x, self._mean, var, self.weight, self.bias, training=True,
+                           momentum=self._momentum, epsilon=self._epsilon,
+                           data_format=self._data_format)
         with paddle.no_grad():
-            self._mean.set_value(mean)
-            self._variance.set_value(var + (var - self._variance * m) / (n - 1))
+            paddle.assign(var + (var - self._variance * self._momentum) / (n - 1), self._variance)
         return out
 
     def forward(self, x):

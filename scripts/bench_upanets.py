@@ -8,7 +8,9 @@ hybridized) images/s at 32x32, as medians over ``--iters`` timed iterations afte
 a change in machine load affects all of them alike. Thread counts: OMP_NUM_THREADS is set
 before the frameworks are imported (Paddle and MXNet read it then; Paddle sets 1 when it is
 unset) and torch's after all imports (importing MXNet drops torch to one thread).
-Prints ratios to PyTorch.
+Prints ratios to PyTorch, and each port's ratio to the same network from plain fused layers
+(``<framework> plain``: every BatchNorm updates its running variance the framework's own way,
+the kernel alone; the ports add a C-length correction to torch's unbiased rule).
 """
 import argparse
 import os
@@ -62,8 +64,19 @@ def torch_runner(x, y):
     return train, infer
 
 
-def paddle_runner(x, y):
+def plain_batch_norms(model):
+    """``model`` with every BatchNorm of ``gluon_impl.layers``/``paddle_impl.layers`` updating
+    its running variance the framework's own way (the fused kernel, no correction)."""
+    def plain(layer):
+        if hasattr(layer, "unbiased_var"):
+            layer.unbiased_var = False
+    return model.apply(plain)
+
+
+def paddle_runner(x, y, plain=False):
     model = paddle_model("upanets16")
+    if plain:
+        plain_batch_norms(model)
     opt = paddle.optimizer.Momentum(learning_rate=LR, momentum=MOMENTUM,
                                     parameters=model.parameters(), weight_decay=WD)
     px, py = paddle.to_tensor(x), paddle.to_tensor(y)
@@ -81,10 +94,12 @@ def paddle_runner(x, y):
     return train, infer
 
 
-def gluon_runner(x, y):
+def gluon_runner(x, y, plain=False):
     train_model, infer_model = gluon_model("upanets16"), gluon_model("upanets16")
     for m in (train_model, infer_model):
         m.initialize(mx.init.Xavier())
+        if plain:
+            plain_batch_norms(m)
     infer_model.hybridize(static_alloc=True, static_shape=True)
     trainer = mx.gluon.Trainer(train_model.collect_params(), "torchsgd",
                                {"learning_rate": LR, "momentum": MOMENTUM, "wd": WD})
@@ -113,7 +128,8 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)
-    runners = {"pytorch": torch_runner(x, y), "paddle": paddle_runner(x, y), "gluon": gluon_runner(x, y)}
+    runners = {"pytorch": torch_runner(x, y), "paddle": paddle_runner(x, y), "gluon": gluon_runner(x, y),
+               "paddle plain": paddle_runner(x, y, plain=True), "gluon plain": gluon_runner(x, y, plain=True)}
     torch.set_num_threads(args.threads)  # after every import: mxnet drops torch to one thread
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS {os.environ['OMP_NUM_THREADS']}")
     times = {(fw, kind): [] for fw in runners for kind in ("train", "infer")}
@@ -126,11 +142,13 @@ def main(argv=None):
                     times[fw, kind].append(time.perf_counter() - start)
     print(f"UPANets16, batch {args.batch}, 32x32, CPU, {args.threads} threads, "
           f"median of {args.iters} iterations (images/s; ratio to PyTorch)")
+    speed = {key: args.batch / statistics.median(t) for key, t in times.items()}
     for kind in ("train", "infer"):
-        base = args.batch / statistics.median(times["pytorch", kind])
         for fw in runners:
-            speed = args.batch / statistics.median(times[fw, kind])
-            print(f"  {kind:5s} {fw:8s} {speed:8.1f} img/s  x{speed / base:.2f}")
+            plain = (f"  port / plain x{speed[fw, kind] / speed[fw + ' plain', kind]:.2f}"
+                     if fw + " plain" in runners else "")
+            print(f"  {kind:5s} {fw:12s} {speed[fw, kind]:8.1f} img/s  "
+                  f"x{speed[fw, kind] / speed['pytorch', kind]:.2f}{plain}")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ class SimAM(nn.Layer):
         self.e_lambda = e_lambda
 
     def forward(self, x):
+        # square instead of ** 2 (Paddle's elementwise pow), and the channel's factor
+        # 1 / (4 (var + e_lambda)) computed once, on the C-length sums, then multiplied
         n = x.shape[2] * x.shape[3] - 1
-        d = (x - x.mean(axis=[2, 3], keepdim=True)) ** 2
-        energy_inv = d / (4 * (d.sum(axis=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5
-        return x * nn.functional.sigmoid(energy_inv)
+        d = paddle.square(x - x.mean(axis=[2, 3], keepdim=True))
+        scale = 0.25 / (d.sum(axis=[2, 3], keepdim=True) / n + self.e_lambda)
+        return x * nn.functional.sigmoid(d * scale + 0.5)
 
     def extra_repr(self):
         return f"e_lambda={self.e_lambda}"
