@@ -36,3 +36,17 @@ def pytest_collection_finish(session):
     if "paddle" in sys.modules:
         import paddle_impl
         paddle_impl.set_threads(len(os.sched_getaffinity(0)))
+
+
+@pytest.fixture
+def refusal(capsys):
+    """``refusal(call, *args)``: the one line on stderr with which ``call(*args)`` ended the
+    command, as a bad flag does (``error: ...``, exit status 2)."""
+    def refused(call, *args):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            call(*args)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and lines, (exit_.value.code, lines)
+        return lines[-1]
+    return refused

@@ -36,7 +36,7 @@ from . import plots
 from .checkpoint import CheckpointError, atomic_open
 from .convert import ConversionError
 from .run_folder import STATE_FILE, run_paths  # noqa: F401  (STATE_FILE: for callers)
-from .runs import Progress
+from .runs import Progress, refuse
 
 
 class Pass(NamedTuple):
@@ -128,12 +128,12 @@ def fit(args, log, session, train_loader, test_loader, lr_at, reduce=None, main=
                 saved = json.load(f)
             start, best_acc, best_epoch = saved["epoch"] + 1, saved["best_acc"], saved["best_epoch"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: --resume: {paths['state']} is damaged ({type(e).__name__}: {e})") from None
+            refuse(f"--resume: {paths['state']} is damaged ({type(e).__name__}: {e})")
         try:
             session.load_weights(paths["last"])
             session.load_optimizer(paths["optimizer"])
         except (CheckpointError, ConversionError) as e:  # not this model's run, or damaged
-            raise SystemExit(f"error: --resume: {e}") from None
+            refuse(f"--resume: {e}")
         if main:
             log.drop_epochs(start)  # metrics of an epoch that was interrupted before its state
             log.info("resumed after epoch %d (best accuracy %.4f at epoch %d)", saved["epoch"],

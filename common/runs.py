@@ -119,7 +119,7 @@ def build_loaders(args, train_transform, test_transform, drop_last=True, process
     skipped with a warning to ``log`` (stderr without one), or stops the run with
     ``--strict-data``."""
     if args.batch_size % processes.world:
-        raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the "
+        refuse(f"--batch-size {args.batch_size} must be a multiple of the "
                          f"{processes.world} processes")
     train = get_dataset(args.dataset, "train", args.data_dir, args.download)
     test = get_dataset(args.dataset, "test", args.data_dir)
@@ -132,12 +132,18 @@ def build_loaders(args, train_transform, test_transform, drop_last=True, process
     test_loader = loader(test, args.batch_size, test_transform(train.mean, train.std),
                          seed=args.seed, workers=args.workers, skip_bad=skip)
     if len(train_loader) == 0:
-        raise SystemExit(f"{args.dataset} has {len(train)} training images, fewer than one "
+        refuse(f"{args.dataset} has {len(train)} training images, fewer than one "
                          f"batch of {args.batch_size}")
     if len(test_loader) == 0:
-        raise SystemExit(f"{args.dataset} has {len(test)} test images, none for process "
+        refuse(f"{args.dataset} has {len(test)} test images, none for process "
                          f"{processes.rank} of {processes.world} (a share of {test_loader.batch_size})")
     return train, test, train_loader, test_loader
+
+
+def refuse(message):
+    """End the command with ``error: message`` on stderr and exit status 2, as a bad flag."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def warn(message):
@@ -324,8 +330,7 @@ def open_run(args, framework, name, module, session, argv=None, main=True, board
         log_dir = run_folder.run_dir(args, name)
         moved, changed = run_folder.claim(args, log_dir, session, main)
     except run_folder.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse(e)
     args.log_dir = log_dir
     if not main:
         use_threads(args, framework)
@@ -406,9 +411,8 @@ def model_classes(args, dataset):
     exit status 2, as a bad flag."""
     classes = dataset.num_classes if args.num_classes is None else args.num_classes
     if classes < dataset.num_classes:
-        print(f"error: --num-classes {classes} is smaller than the {dataset.num_classes} classes "
-              f"of {dataset.name}", file=sys.stderr)
-        raise SystemExit(2)
+        refuse(f"--num-classes {classes} is smaller than the {dataset.num_classes} classes of "
+               f"{dataset.name}")
     return classes
 
 
@@ -440,7 +444,7 @@ def load_initial_checkpoint(args, framework, model, name, kwargs):
     try:
         left = load_checkpoint(model, name, path, **kwargs)
     except (CheckpointError, ConversionError) as e:
-        raise SystemExit(f"error: --initial-checkpoint: {one_line(e)}") from None
+        refuse(f"--initial-checkpoint: {one_line(e)}")
     if left:
         return (f"started from {path}; {', '.join(left)} re-initialised for "
                 f"{kwargs['num_classes']} classes")

@@ -24,7 +24,6 @@ import argparse
 import functools
 import os
 import re
-import sys
 
 import mxnet as mx
 import numpy as np
@@ -33,6 +32,7 @@ from mxnet import autograd, gluon
 from common.checkpoint import load_gluon_params, save_gluon_params
 from common.convert import match_state, upgrade_names
 from common.processes import Processes
+from common.runs import refuse
 from gluon_impl import weights
 
 # what a dist_sync worker reads to join the others (set by scripts/launch_gluon.py)
@@ -43,12 +43,6 @@ CPU_AMP_REFUSAL = (
     "--amp needs a GPU: MXNet 1.9.1 has no float16 kernels on the CPU ('FP16 gemm on cpu not "
     "implemented!') and runs bfloat16 only through oneDNN on AVX-512 CPUs (elsewhere: 'could "
     "not create a primitive descriptor iterator'); train in float32 on the CPU")
-
-
-def fail(message):
-    """End the command with ``error: message`` on stderr and exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def context_names(text):
@@ -100,11 +94,11 @@ def check_device_args(args):
     ``--amp`` on the CPU or with ``--dtype float64``, a batch that the contexts cannot share."""
     where = contexts(args.ctx)
     if args.amp and where[0].device_type == "cpu":
-        fail(CPU_AMP_REFUSAL)
+        refuse(CPU_AMP_REFUSAL)
     if args.amp and getattr(args, "dtype", "float32") != "float32":
-        fail(f"--amp computes in float16; it cannot be combined with --dtype {args.dtype}")
+        refuse(f"--amp computes in float16; it cannot be combined with --dtype {args.dtype}")
     if args.batch_size % len(where):
-        fail(f"--batch-size {args.batch_size} must be a multiple of the {len(where)} contexts "
+        refuse(f"--batch-size {args.batch_size} must be a multiple of the {len(where)} contexts "
              f"of --ctx {','.join(map(str, where))}")
     return args
 
@@ -140,11 +134,11 @@ def join_processes(args):
         return Processes(device=where)
     unset = [v for v in DMLC_VARIABLES if v not in os.environ]
     if unset:
-        fail(f"--kvstore dist_sync: {', '.join(unset)} not set; start the workers with "
+        refuse(f"--kvstore dist_sync: {', '.join(unset)} not set; start the workers with "
              f"python -m scripts.launch_gluon (see its --help for several hosts)")
     kv, parts = dist_kvstore(), len(contexts(args.ctx))
     if args.batch_size % (kv.num_workers * parts):
-        fail(f"--batch-size {args.batch_size} must be a multiple of the {kv.num_workers} workers "
+        refuse(f"--batch-size {args.batch_size} must be a multiple of the {kv.num_workers} workers "
              f"times the {parts} contexts of each")
     return Processes(kv.rank, kv.num_workers, where, functools.partial(kvstore_all_reduce, kv))
 

@@ -20,7 +20,6 @@ more."""
 import contextlib
 import os
 import re
-import sys
 
 import paddle
 import paddle.distributed as dist
@@ -28,6 +27,7 @@ import paddle.distributed as dist
 from common.checkpoint import atomic_path, load_pdparams
 from common.convert import match_state
 from common.processes import Processes
+from common.runs import refuse
 from paddle_impl import optim_state
 from paddle_impl.weights import model_shapes
 
@@ -71,12 +71,6 @@ DEVICE = re.compile(r"cpu|gpu(:\d+)?")
 NO_CPU_AMP = (f"--amp: Paddle {paddle.__version__} has no mixed precision on the CPU "
               f"(paddle.amp.auto_cast runs float32 there, and conv2d has no bfloat16 CPU "
               f"kernel); use a GPU (--device gpu)")
-
-
-def refuse(message):
-    """End the run with ``error: message`` on stderr and exit status 2, as a bad flag."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def add_device_args(parser):

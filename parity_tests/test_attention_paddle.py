@@ -309,7 +309,7 @@ def test_gluon_trained_checkpoint_same_predictions_in_paddle(attention56_cifar_g
     float32 tolerance."""
     checkpoint, test_images, gluon_logits, labels = attention56_cifar_gluon_run
     converted = tmp_path / "attention56.pdparams"
-    assert convert_main([str(checkpoint), str(converted)]) == 0, capsys.readouterr().err
+    assert convert_main([str(checkpoint), str(converted), "--model", NAME]) == 0, capsys.readouterr().err
     model = create_paddle(NAME, pretrained=str(converted))
     with paddle.no_grad():
         logits = np.concatenate([model(paddle.to_tensor(test_images[i:i + 128])).numpy()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from common.checkpoint import atomic_path
 from common.convert import match_state, upgrade_names
 from common.processes import Processes
+from common.runs import refuse
 from pytorch_impl.weights import model_shapes
 
 
@@ -70,9 +71,9 @@ def cuda_device(name, index):
     """CUDA device ``index`` (``--device name``), or one line when this machine lacks it."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise SystemExit(f"error: --device {name}: no CUDA device is available")
+        refuse(f"--device {name}: no CUDA device is available")
     if index >= count:
-        raise SystemExit(f"error: --device {name}: this machine has {count} CUDA device(s)")
+        refuse(f"--device {name}: this machine has {count} CUDA device(s)")
     return torch.device("cuda", index)
 
 
@@ -85,7 +86,7 @@ def single_device(args):
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"error: --device {name}: not cpu, cuda or cuda:N")
+        refuse(f"--device {name}: not cpu, cuda or cuda:N")
     return device if device.type == "cpu" else cuda_device(name, device.index or 0)
 
 
@@ -93,7 +94,7 @@ def launched_device(args):
     """The device of a process that ``torchrun`` started: the CPU with ``--device cpu`` (or
     without a GPU), else the GPU of its ``LOCAL_RANK``."""
     if args.device not in (None, "cpu", "cuda"):
-        raise SystemExit(f"error: --device {args.device}: under torchrun each process takes the "
+        refuse(f"--device {args.device}: under torchrun each process takes the "
                          f"GPU of its LOCAL_RANK; give --device cuda or cpu")
     if args.device == "cpu" or (args.device is None and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -117,7 +118,7 @@ def join_processes(args):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = single_device(args) if world == 1 else launched_device(args)
     if args.sync_bn and device.type == "cpu":
-        raise SystemExit("error: --sync-bn: torch's SyncBatchNorm runs on GPUs only (on the CPU "
+        refuse("--sync-bn: torch's SyncBatchNorm runs on GPUs only (on the CPU "
                          "it raises 'SyncBatchNorm expected input tensor to be on GPU or XPU')")
     if world == 1:
         yield Processes(device=str(device))
@@ -141,7 +142,7 @@ def sync_batch_norm(model):
     (a port of a Gluon model) ends the run with one line: SyncBatchNorm's is unbiased."""
     biased = [name for name, m in model.named_modules() if getattr(m, "biased_var", False)]
     if biased:
-        raise SystemExit(f"error: --sync-bn: torch's SyncBatchNorm updates the running variance "
+        refuse(f"--sync-bn: torch's SyncBatchNorm updates the running variance "
                          f"with the unbiased batch variance; this model's {len(biased)} BatchNorm "
                          f"layers (first: {biased[0]}) keep MXNet's biased one")
     model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -28,6 +28,7 @@ from torch import nn
 from common import attention_recipe as recipe
 from common.attention_arch import msra_prelu_std
 from common.processes import Processes
+from common.runs import refuse
 from pytorch_impl import create_model, list_models
 from pytorch_impl.mxnet_optim import MXNetSGD
 from pytorch_impl.session import Placement, RunFiles, add_device_args, join_processes
@@ -98,7 +99,7 @@ class Session(RunFiles, recipe.Session):
 def main(argv=None):
     args = recipe.parse("pytorch", list_models(), argv, add_args)
     if args.amp and args.dtype != "float32":
-        raise SystemExit(f"error: --amp computes from float32 weights; it cannot run with "
+        refuse(f"--amp computes from float32 weights; it cannot run with "
                          f"--dtype {args.dtype}")
     with join_processes(args) as processes:
         return recipe.train("pytorch", args, Session, processes, argv)

@@ -196,7 +196,7 @@ def test_resume_does_not_read_the_initial_checkpoint(tmp_path):
     assert [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 
-def test_bad_fine_tuning_fails_in_one_line(tmp_path, capsys):
+def test_bad_fine_tuning_fails_in_one_line(tmp_path, capsys, refusal):
     from pytorch_impl.train_upanets import main
     tiny = FAMILIES["upanets"][3]
     with pytest.raises(SystemExit) as exit_:
@@ -209,9 +209,8 @@ def test_bad_fine_tuning_fails_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2 and "--num-classes must be at least 1" in capsys.readouterr().err
     # another model's checkpoint (an AlexNet written by Paddle)
     other = random_checkpoint("paddle", "alexnet", tmp_path / "alexnet.pdparams")
-    with pytest.raises(SystemExit) as exit_:
-        main([*tiny, "--log-dir", str(tmp_path / "other"), "--initial-checkpoint", str(other)])
-    message = str(exit_.value.code)
+    message = refusal(main, [*tiny, "--log-dir", str(tmp_path / "other"), "--initial-checkpoint",
+                             str(other)])
     assert message.startswith(f"error: --initial-checkpoint: the checkpoint {other} does not match "
                               "the model: missing (")
     assert "\n" not in message and len(message) <= 430

@@ -138,15 +138,15 @@ def _image_folder(root, per_class):
                 Image.fromarray(pixels).save(root / split / c / f"{i}.png")
 
 
-def test_two_process_cpu_ddp_on_an_image_folder_resumes_exactly(tmp_path):
+def test_two_process_cpu_ddp_on_an_image_folder(tmp_path):
     """8 training images in global batches of 4 (2 per process), 6 validation images
-    (4 + 2: process 1 has no part of the last batch), 2 epochs straight and 1 + --resume
-    under the launcher."""
+    (4 + 2: process 1 has no part of the last batch), 2 epochs under the launcher (a resume
+    under torchrun: tests/test_distributed_pytorch.py)."""
     data = tmp_path / "data"
     _image_folder(data, per_class=4)
     flags = ["--dataset", "imagenet", "--data-dir", str(data), "--image-size", "32", "--layers",
              "1", "1", "1", "1", "1", "--batch-size", "4", "--lr", "0.02", "--workers", "0"]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight = tmp_path / "straight"
     result = train(*flags, "--epochs", "2", "--log-dir", str(straight), launcher=TORCHRUN)
     assert "2 process(es) on cpu" in result.stdout
     rows = metrics(straight)
@@ -158,10 +158,6 @@ def test_two_process_cpu_ddp_on_an_image_folder_resumes_exactly(tmp_path):
     assert (card["kwargs"], card["input_size"], card["classes"]) == \
         ({"num_classes": 2, "layers": [1] * 5, "kernels": [3, 3, 3, 3, 1]}, 32, ["ant", "bee"])
     assert_close(card["mean"], [0.485, 0.456, 0.406], np.float32, "card mean")
-    train(*flags, "--epochs", "2", "--stop-after", "1", "--log-dir", str(resumed), launcher=TORCHRUN)
-    train(*flags, "--epochs", "2", "--log-dir", str(resumed), "--resume", launcher=TORCHRUN)
-    assert_same_weights(straight / "model-last.pth", resumed / "model-last.pth")
-    assert [r["train_loss"] for r in metrics(resumed)] == [r["train_loss"] for r in rows]
 
 
 @pytest.mark.parametrize("drop_last", [True, False])
@@ -207,7 +203,7 @@ def test_configs_hold_the_reference_recipe(config):
                            "19": [3, 3, 4, 6, 3]}[config.stem[3:5]]
 
 
-def test_bad_input_gives_a_clear_error(tmp_path, capsys):
+def test_bad_input_gives_a_clear_error(tmp_path, capsys, refusal):
     with pytest.raises(SystemExit) as exit_:
         train_san.main(["--dataset", "imagenet", "--data-dir", str(tmp_path), "--image-size", "64"])
     assert exit_.value.code == 2 and "do not fit 64x64 images" in capsys.readouterr().err
@@ -218,9 +214,8 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train_san.main(["--resume", "--log-dir", str(tmp_path / "none"), *SMALL])
     assert exit_.value.code == 2 and "holds no run to continue" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        build_loaders(parse_args("", SMALL), Processes(world=3))
-    assert "--batch-size 4 must be a multiple of the 3 processes" in str(exit_.value.code)
+    assert "--batch-size 4 must be a multiple of the 3 processes" in refusal(
+        build_loaders, parse_args("", SMALL), Processes(world=3))
 
 
 def test_paddle_run_and_exact_resume(tmp_path):

@@ -75,7 +75,7 @@ def test_run_folder_and_exact_resume(framework, tmp_path):
     assert any(not np.array_equal(first[k], a[k]) for k in a), "the second epoch changed nothing"
 
 
-def test_clear_errors(tmp_path, capsys):
+def test_clear_errors(tmp_path, capsys, refusal):
     from pytorch_impl.train_upanets import main
     for argv, message in ((["--dataset", "cifar10"], "needs --data-dir"),
                           (["--dataset", "imagenet", "--data-dir", str(tmp_path)], "invalid choice: 'imagenet'"),
@@ -91,8 +91,7 @@ def test_clear_errors(tmp_path, capsys):
     for name in ("model-last.pth", "train-state.pth"):
         (damaged / name).write_bytes(b"")
     (damaged / "train-state.json").write_text('{"epoch": 0, "best')
-    with pytest.raises(SystemExit, match="train-state.json is damaged"):
-        main([*SMOKE, "--log-dir", str(damaged), "--resume"])
+    assert "train-state.json is damaged" in refusal(main, [*SMOKE, "--log-dir", str(damaged), "--resume"])
 
 
 def test_real_case_cifar10_mini_converted_predictions_agree(cifar10_mini, tmp_path):
