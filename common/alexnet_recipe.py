@@ -29,7 +29,8 @@ def build_parser(description, add_args=None):
     parser.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     parser.add_argument("--mixup-alpha", type=float, default=0.0,
                         help="mix each batch with its reverse, lambda ~ Beta(a, a); 0 = off")
-    parser.add_argument("--grid", type=int, default=18, help="test images in predictions.png")
+    parser.add_argument("--grid", type=int, default=18,
+                        help="test images in predictions.png (0: no predictions.png)")
     # model-last is written every epoch; further copies only on request
     runs.add_common_args(parser, epochs=50, batch_size=128, lr=5e-4, wd=1e-5, seed=42,
                          save_period=0)
@@ -156,7 +157,8 @@ def finish(log, args, test, last, best_acc):
     """The prediction grid and inference throughput (the seconds the final evaluation spent
     in the session's ``eval_batch``) at the end of a run."""
     k = min(args.grid, len(last.predictions))
-    plots.prediction_grid([test.images[i] for i in range(k)], last.predictions[:k],
-                          test.labels[:k], test.classes, os.path.join(log.dir, "predictions.png"))
+    if k > 0:
+        plots.prediction_grid([test.images[i] for i in range(k)], last.predictions[:k],
+                              test.labels[:k], test.classes, os.path.join(log.dir, "predictions.png"))
     log.info("final val acc %.4f, best %.4f; inference %.1f images/s (batch %d, forward and loss)",
              last.acc, best_acc, len(last.predictions) / last.step_s, args.batch_size)

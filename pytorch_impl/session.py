@@ -3,12 +3,13 @@ from its run folder (``model.state_dict()`` alone and ``optimizer.state_dict()``
 ``.pth``, read onto the CPU and copied to the model's device), the processes it runs in
 (:func:`join_processes`: one, or those ``torchrun`` starts, trained through
 DistributedDataParallel), where it runs and in what precision (:class:`Placement`:
-``--device``, ``--amp``, ``--channels-last``, ``--sync-bn``), and the soft-target step of the
-recipes that train with dense (smoothed, mixed) targets."""
+``--device``, ``--amp``, ``--channels-last``, ``--sync-bn``, ``--compile``), and the
+soft-target step of the recipes that train with dense (smoothed, mixed) targets."""
 import argparse
 import contextlib
 import functools
 import os
+import shutil
 
 import torch
 import torch.distributed as dist
@@ -64,7 +65,25 @@ def add_device_args(parser, channels_last=False):
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on GPUs: BatchNorm statistics of the whole global batch "
                         "(torch.nn.SyncBatchNorm) instead of each process's share")
+    g.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (inductor, CPU and CUDA): the first "
+                        "batches of each mode compile, the later ones run fused kernels")
     return parser
+
+
+def compiled(module, device):
+    """``torch.compile(module)`` for ``device``: the same parameters and results within
+    float32 round-off, computed by the kernels inductor generates (for the CPU it builds them
+    with a C++ compiler, without which it ends with one line). Random operations (dropout)
+    draw from torch's own generator as in eager mode (inductor's ``fallback_random``), so a
+    seed gives the same masks compiled or not. ``module`` keeps the weights."""
+    if torch.device(device).type == "cpu" and not any(
+            shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++")):
+        refuse("--compile: torch.compile builds its CPU kernels with a C++ compiler, and "
+               "none (g++, c++ or $CXX) is on the PATH")
+    from torch._inductor import config
+    config.fallback_random = True
+    return torch.compile(module)
 
 
 def cuda_device(name, index):
@@ -160,12 +179,12 @@ class Placement:
     ``torchrun`` the device :func:`join_processes` gave it): moves the model and every
     batch, runs a training step's forward under autocast (``--amp``) and its backward
     through a GradScaler (float16 only: bfloat16 has float32's range), and runs the model
-    through DistributedDataParallel when several processes train it. The same code path on
-    CPU and GPU."""
+    through DistributedDataParallel when several processes train it and through
+    torch.compile with ``--compile``. The same code path on CPU and GPU."""
 
     def __init__(self, args, processes=Processes()):
         self.device = torch.device(processes.device) if processes.world > 1 else single_device(args)
-        self.world, self.sync_bn = processes.world, args.sync_bn
+        self.world, self.sync_bn, self.compile = processes.world, args.sync_bn, args.compile
         self.amp = None if not args.amp else \
             torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
@@ -179,15 +198,16 @@ class Placement:
         itself in a single process; under several, ``model`` (its BatchNorm synchronised
         with ``--sync-bn``: :func:`sync_batch_norm`) in DistributedDataParallel, which
         averages the gradients over the processes and gives every process the buffers of
-        process 0 before each training forward. ``model`` keeps the weights (checkpoints
-        without DDP's ``module.`` prefix)."""
+        process 0 before each training forward; with ``--compile`` that module runs through
+        :func:`compiled`. ``model`` keeps the weights (checkpoints without DDP's ``module.``
+        or torch.compile's ``_orig_mod.`` prefix)."""
         if self.world > 1 and self.sync_bn:
             sync_batch_norm(model)
-        self.module(model)
-        if self.world == 1:
-            return model
-        return torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        net = self.module(model)
+        if self.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        return compiled(net, self.device) if self.compile else net
 
     def tensor(self, array):
         tensor = torch.from_numpy(array).to(self.device)

@@ -8,7 +8,8 @@ thread counts in every framework.
 Prints, per framework and model, train-step images/s (the train scripts' own step: Adam,
 label-smoothing loss, dropout on) and inference images/s (eval, no gradients), as medians
 over ``--iters`` timed iterations; then the port/native ratios and the cost of SimAM over
-plain AlexNet in each framework.
+plain AlexNet in each framework. ``--compile`` adds the PyTorch port run through
+torch.compile (``pytorch compiled``; its warm-up iterations compile).
 """
 import argparse
 import os
@@ -22,6 +23,8 @@ def parse_args(argv=None):
     parser.add_argument("--iters", type=int, default=15, help="timed iterations per case (15+)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the PyTorch port through torch.compile")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.iters < 1 or args.batch_size < 1 or args.warmup < 0:
         parser.error("--threads, --iters and --batch-size must be at least 1, --warmup >= 0")
@@ -46,6 +49,7 @@ def main(argv=None):
     from gluon_impl.weights import load_weights as load_gluon
     from paddle_impl import train_alexnet as paddle_recipe
     from pytorch_impl import train_alexnet as torch_recipe
+    from pytorch_impl.session import compiled
     from pytorch_impl.session import train_step as torch_train_step
     from scripts.convert import shapes
 
@@ -99,6 +103,12 @@ def main(argv=None):
         train[("paddle", name)], train[("pytorch", name)] = paddle_train, torch_train
         infer[("paddle", name)], infer[("pytorch", name)] = paddle_infer, torch_infer
         train[("gluon", name)], infer[("gluon", name)] = gluon_train, gluon_infer
+        if args.compile:
+            twin = pytorch_impl.create_model(name)
+            twin.load_state_dict(ported.state_dict())
+            net, twin_opt = compiled(twin, "cpu"), torch_recipe.make_optimizer(twin, 5e-4, 1e-5)
+            train[("pytorch compiled", name)] = lambda m=net, o=twin_opt: torch_train(m, o)
+            infer[("pytorch compiled", name)] = lambda m=net: torch_infer(m)
 
     print(f"batch {args.batch_size} x 3 x 128 x 128, float32, CPU, {args.threads} threads "
           f"(torch {torch.get_num_threads()}), median of {args.iters} interleaved iterations; "
@@ -106,16 +116,17 @@ def main(argv=None):
     train_s = interleaved(train, args.iters, args.warmup)
     infer_s = interleaved(infer, args.iters, args.warmup)
     rate = {k: (args.batch_size / train_s[k], args.batch_size / infer_s[k]) for k in train}
-    print(f"{'framework':<10} {'model':<14} {'train img/s':>12} {'infer img/s':>12}")
+    frameworks = list(dict.fromkeys(framework for framework, _ in rate))
+    print(f"{'framework':<17} {'model':<14} {'train img/s':>12} {'infer img/s':>12}")
     for (framework, name), (tr, inf) in rate.items():
-        print(f"{framework:<10} {name:<14} {tr:12.1f} {inf:12.1f}")
+        print(f"{framework:<17} {name:<14} {tr:12.1f} {inf:12.1f}")
     for name in ("alexnet", "alexnet_simam"):
         p = rate[("paddle", name)]
-        for port in ("pytorch", "gluon"):
+        for port in frameworks[1:]:
             t = rate[(port, name)]
             print(f"{name}: {port} port / native images/s: train {t[0] / p[0]:.2f}x, "
                   f"inference {t[1] / p[1]:.2f}x")
-    for framework in ("paddle", "pytorch", "gluon"):
+    for framework in frameworks:
         plain, simam = ("alexnet", "alexnet_simam")
         print(f"{framework}: SimAM costs {train_s[(framework, simam)] / train_s[(framework, plain)] - 1:+.1%} "
               f"per train step, {infer_s[(framework, simam)] / infer_s[(framework, plain)] - 1:+.1%} "

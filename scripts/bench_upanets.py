@@ -11,6 +11,7 @@ unset) and torch's after all imports (importing MXNet drops torch to one thread)
 Prints ratios to PyTorch, and each port's ratio to the same network from plain fused layers
 (``<framework> plain``: every BatchNorm updates its running variance the framework's own way,
 the kernel alone; the ports add a C-length correction to torch's unbiased rule).
+``--compile`` adds PyTorch through torch.compile (``pytorch compiled``).
 """
 import argparse
 import os
@@ -42,13 +43,15 @@ import gluon_impl.torch_optim  # noqa: E402,F401  (registers 'torchsgd')
 from gluon_impl import create_model as gluon_model  # noqa: E402
 from paddle_impl import create_model as paddle_model  # noqa: E402
 from pytorch_impl import create_model as torch_model  # noqa: E402
+from pytorch_impl.session import compiled  # noqa: E402
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 
 
-def torch_runner(x, y):
-    model = torch_model("upanets16")
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+def torch_runner(x, y, compile_model=False):
+    weights = torch_model("upanets16")
+    model = compiled(weights, "cpu") if compile_model else weights
+    opt = torch.optim.SGD(weights.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
     def train():
@@ -124,12 +127,16 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time PyTorch through torch.compile (the warm-up compiles)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)
     runners = {"pytorch": torch_runner(x, y), "paddle": paddle_runner(x, y), "gluon": gluon_runner(x, y),
                "paddle plain": paddle_runner(x, y, plain=True), "gluon plain": gluon_runner(x, y, plain=True)}
+    if args.compile:
+        runners["pytorch compiled"] = torch_runner(x, y, compile_model=True)
     torch.set_num_threads(args.threads)  # after every import: mxnet drops torch to one thread
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS {os.environ['OMP_NUM_THREADS']}")
     times = {(fw, kind): [] for fw in runners for kind in ("train", "infer")}
@@ -147,7 +154,7 @@ def main(argv=None):
         for fw in runners:
             plain = (f"  port / plain x{speed[fw, kind] / speed[fw + ' plain', kind]:.2f}"
                      if fw + " plain" in runners else "")
-            print(f"  {kind:5s} {fw:12s} {speed[fw, kind]:8.1f} img/s  "
+            print(f"  {kind:5s} {fw:16s} {speed[fw, kind]:8.1f} img/s  "
                   f"x{speed[fw, kind] / speed['pytorch', kind]:.2f}{plain}")
 
 

@@ -1,7 +1,7 @@
 """Classify images with a trained checkpoint, in the framework you pick.
 
     attention-ports-predict CHECKPOINT IMAGE|FOLDER|GLOB ... [--framework pytorch|paddle|gluon]
-        [--model NAME] [-k 5] [-b 32] [--classes FILE] [--json OUT] [--csv OUT]
+        [--model NAME] [-k 5] [-b 32] [--classes FILE] [--json OUT] [--csv OUT] [--compile]
 
 The model comes from the model card beside the checkpoint (``model.json``: model, arguments,
 normalisation, class names), or is identified from the tensors (``--model`` names it when
@@ -10,7 +10,8 @@ another (default: the one that wrote it). Each image is decoded with Pillow (RGB
 through the recipe's test transform (:func:`common.transforms.inference`); batches run with
 a progress bar on a terminal. Prints a table of the top-k classes with their probabilities,
 or writes ``--json``/``--csv`` (``-``: standard output). Class names come from the card or
-``--classes`` (one name a line), else the class indices.
+``--classes`` (one name a line), else the class indices. ``--compile`` runs a PyTorch model
+through torch.compile (:func:`pytorch_impl.session.compiled`): worth it for many batches.
 
 An unreadable image is reported on stderr in one line and the others are still classified;
 the exit code is then 1. A checkpoint or class file that cannot be used is one line and
@@ -62,12 +63,16 @@ def expand(inputs):
     return files, missing
 
 
-def load(checkpoint, framework=None, model=None):
+def load(checkpoint, framework=None, model=None, compile_model=False):
     """``(model, framework, card)``: the checkpoint's model built in ``framework`` (default:
-    the framework that wrote it), in eval mode, and what predicting needs of it: the model
-    card beside it, or one made from the model's spec."""
+    the framework that wrote it), in eval mode (through torch.compile with
+    ``compile_model``: PyTorch only), and what predicting needs of it: the model card beside
+    it, or one made from the model's spec."""
     card = read_model_card(checkpoint)
     framework = framework or (card or {}).get("framework") or names_of(format_of(checkpoint))
+    if compile_model and framework != "pytorch":
+        raise UsageError(f"--compile: torch.compile runs PyTorch models; this one runs in "
+                         f"{framework} (--framework pytorch converts it)")
     impl = importlib.import_module(f"{framework}_impl")
     if model is None:
         model, kwargs = impl.resolve_checkpoint(checkpoint)
@@ -79,6 +84,9 @@ def load(checkpoint, framework=None, model=None):
     net = impl.create_model(model, pretrained=checkpoint, **kwargs)
     if card is None or card["model"] != model:
         card = model_card(model, framework, kwargs)
+    if compile_model:
+        from pytorch_impl.session import compiled
+        net = compiled(net.eval(), "cpu")
     return net, framework, card
 
 
@@ -168,6 +176,8 @@ def main(argv=None):
     parser.add_argument("--classes", default=None, help="file of class names, one a line")
     parser.add_argument("--json", default=None, metavar="OUT", help="write JSON to OUT (-: stdout)")
     parser.add_argument("--csv", default=None, metavar="OUT", help="write CSV to OUT (-: stdout)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run a PyTorch model through torch.compile (the first batch compiles)")
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
@@ -176,7 +186,7 @@ def main(argv=None):
     for item in missing:
         print(f"error: {item}: no such image, folder or match", file=sys.stderr)
     try:
-        net, framework, card = load(args.checkpoint, args.framework, args.model)
+        net, framework, card = load(args.checkpoint, args.framework, args.model, args.compile)
         names = (read_classes(args.classes, card["num_classes"]) if args.classes
                  else card.get("classes") or [str(c) for c in range(card["num_classes"])])
     except (CheckpointError, ConversionError, UsageError, KeyError) as e:

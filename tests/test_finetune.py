@@ -142,9 +142,11 @@ IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 # (script's framework, family, checkpoint's framework): every family, each checkpoint
 # written by another framework than the script's; the same classes, then 12 classes
 SAME_CLASSES = [("gluon", "attention", "pytorch"), ("pytorch", "alexnet", "paddle"),
-                ("gluon", "upanets", "paddle"), ("paddle", "san", "pytorch")]
+                ("gluon", "upanets", "paddle"), ("paddle", "san", "pytorch"),
+                ("paddle", "attention", "gluon"), ("gluon", "alexnet", "paddle")]
 OTHER_CLASSES = [("pytorch", "attention", "gluon"), ("paddle", "alexnet", "pytorch"),
-                 ("pytorch", "upanets", "gluon"), ("pytorch", "san", "paddle")]
+                 ("pytorch", "upanets", "gluon"), ("pytorch", "san", "paddle"),
+                 ("gluon", "san", "pytorch")]
 
 
 @pytest.mark.parametrize("framework,family,written_by", SAME_CLASSES)
