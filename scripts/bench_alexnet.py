@@ -48,6 +48,7 @@ def main(argv=None):
     from gluon_impl.session import train_step as gluon_train_step
     from gluon_impl.weights import load_weights as load_gluon
     from paddle_impl import train_alexnet as paddle_recipe
+    from paddle_impl.session import train_step as paddle_train_step
     from pytorch_impl import train_alexnet as torch_recipe
     from pytorch_impl.session import compiled
     from pytorch_impl.session import train_step as torch_train_step
@@ -78,7 +79,7 @@ def main(argv=None):
 
         def paddle_train(m=native, o=native_opt, x=px, t=pt):
             m.train()
-            paddle_recipe.train_step(m, o, x, t, 1e-6)
+            paddle_train_step(m, o, x, t, 1e-6)
 
         def torch_train(m=ported, o=ported_opt, x=tx, t=tt):
             m.train()
