@@ -1,6 +1,7 @@
 """SimAM alone: the Paddle layer and its PyTorch port against each other and against the
-paper's formula written in numpy, on values and input gradients, including channels of
-zero variance and inputs of large magnitude."""
+paper's formula (values written in numpy; input gradients by autograd through the formula
+composed of torch ops, independent of the gradient rule both layers write out), including
+channels of zero variance and inputs of large magnitude."""
 import numpy as np
 import paddle
 import pytest
@@ -19,6 +20,17 @@ def simam_formula(x, e_lambda):
     d = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
     e = d / (4 * (d.sum(axis=(2, 3), keepdims=True) / n + e_lambda)) + 0.5
     return x / (1 + np.exp(-e))
+
+
+def formula_gradient(x, upstream, e_lambda):
+    """The input gradient of ``sum(upstream * formula(x))``, by torch's autograd through the
+    formula's composed ops."""
+    xt = torch.tensor(x, requires_grad=True)
+    n = x.shape[2] * x.shape[3] - 1
+    d = (xt - xt.mean(dim=(2, 3), keepdim=True)) ** 2
+    e = d / (4 * (d.sum(dim=(2, 3), keepdim=True) / n + e_lambda)) + 0.5
+    (torch.sigmoid(e) * xt * torch.from_numpy(upstream)).sum().backward()
+    return xt.grad.numpy()
 
 
 def inputs(dtype):
@@ -55,8 +67,10 @@ def test_simam_values_and_input_gradients_float64(e_lambda):
     assert_close(t_out, p_out, np.float64, "SimAM output, torch vs paddle")
     assert_close(p_out, simam_formula(x, e_lambda), np.float64, "SimAM output vs formula")
     assert_close(t_grad, p_grad, np.float64, "SimAM input gradient, torch vs paddle")
+    expected = formula_gradient(x, upstream, e_lambda)
     for c in range(4):  # the per-channel cases one by one, so a small channel is not hidden
         assert_close(t_grad[:, c], p_grad[:, c], np.float64, f"SimAM input gradient, channel {c}")
+        assert_close(p_grad[:, c], expected[:, c], np.float64, f"SimAM gradient vs formula, channel {c}")
         assert_close(t_out[:, c], p_out[:, c], np.float64, f"SimAM output, channel {c}")
 
 

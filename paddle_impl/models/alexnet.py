@@ -9,8 +9,40 @@ The module tree (``features.<i>``, ``classifier.<i>``) is the same in ``pytorch_
 """
 import paddle
 from paddle import nn
+from paddle.autograd import PyLayer
 
 from .. import register_model
+
+
+class _SimAMFunction(PyLayer):
+    """SimAM's output and its input gradient in fewer passes over the tensor than autograd
+    takes through the composed ops: the rule of ``pytorch_impl.models.alexnet``'s
+    ``_SimAMFunction``. Per channel, with ``c = x - mu``, ``k = 1 / (4 (var + e_lambda))``,
+    ``s = sigmoid(k c^2 + 1/2)`` and ``y = x s``: given ``gy``, with
+    ``t = gy x s (1 - s) c``, ``A = sum(t)`` and ``B = sum(t c)`` over the H*W plane,
+    ``gx = gy s + 2 k (t - A / (H W)) - 8 k^2 B c / (H W - 1)``. Saved: ``x``, ``s`` and the
+    C-length ``mu`` and ``k``."""
+
+    @staticmethod
+    def forward(ctx, x, e_lambda):
+        n = x.shape[2] * x.shape[3] - 1
+        mu = x.mean(axis=[2, 3], keepdim=True)
+        d = paddle.square(x - mu)
+        k = 0.25 / (d.sum(axis=[2, 3], keepdim=True) / n + e_lambda)
+        s = d.multiply_(k).scale_(1.0, 0.5).sigmoid_()
+        ctx.save_for_backward(x, s, mu, k)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, s, mu, k = ctx.saved_tensor()
+        plane = x.shape[2] * x.shape[3]
+        c = x - mu
+        t = (gy * x).multiply_(s - paddle.square(s)).multiply_(c)
+        a = t.sum(axis=[2, 3], keepdim=True)
+        b = (t * c).sum(axis=[2, 3], keepdim=True)
+        gx = (gy * s).add_(t.multiply_(2 * k)).subtract_(c.multiply_((8 / (plane - 1)) * k * k * b))
+        return gx.subtract_((2 / plane) * k * a)
 
 
 class SimAM(nn.Layer):
@@ -19,7 +51,7 @@ class SimAM(nn.Layer):
     Per channel, with ``n = H*W - 1``, ``mu`` the spatial mean and
     ``var = sum((x - mu)^2) / n``, the inverse minimal energy of each neuron is
     ``e = (x - mu)^2 / (4 * (var + e_lambda)) + 0.5``, and the output is
-    ``sigmoid(e) * x``. Needs ``H*W > 1``.
+    ``sigmoid(e) * x`` (computed by :class:`_SimAMFunction`). Needs ``H*W > 1``.
     """
 
     def __init__(self, e_lambda=1e-5):
@@ -27,12 +59,7 @@ class SimAM(nn.Layer):
         self.e_lambda = e_lambda
 
     def forward(self, x):
-        # square instead of ** 2 (Paddle's elementwise pow), and the channel's factor
-        # 1 / (4 (var + e_lambda)) computed once, on the C-length sums, then multiplied
-        n = x.shape[2] * x.shape[3] - 1
-        d = paddle.square(x - x.mean(axis=[2, 3], keepdim=True))
-        scale = 0.25 / (d.sum(axis=[2, 3], keepdim=True) / n + self.e_lambda)
-        return x * nn.functional.sigmoid(d * scale + 0.5)
+        return _SimAMFunction.apply(x, self.e_lambda)
 
     def extra_repr(self):
         return f"e_lambda={self.e_lambda}"

@@ -25,9 +25,10 @@ class _SimAMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, e_lambda):
-        var, mu = torch.var_mean(x, dim=(2, 3), correction=1, keepdim=True)
-        k = 0.25 / (var + e_lambda)
-        s = (x - mu).square_().mul_(k).add_(0.5).sigmoid_()
+        mu = x.mean(dim=(2, 3), keepdim=True)  # torch.var_mean over (2, 3) is 2-3x slower
+        d = (x - mu).square_()
+        k = 0.25 / (d.sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3] - 1) + e_lambda)
+        s = d.mul_(k).add_(0.5).sigmoid_()
         ctx.save_for_backward(x, s, mu, k)
         return x * s
 
