@@ -84,7 +84,8 @@ def images(dtype, seed=0, n=2):
 
 
 # --------------------------------------------------------------------------- operators
-OPERATOR_GEOMETRIES = [(3, 1, 1, 1, 5, 6), (5, 2, 2, 4, 7, 8)]  # kernel, stride, dilation, padding, h, w
+# kernel, stride, dilation, padding, h, w: stride 1 (Paddle's row-range aggregation) and 2
+OPERATOR_GEOMETRIES = [(3, 1, 1, 1, 5, 6), (3, 1, 2, 2, 6, 7), (5, 2, 2, 4, 7, 8)]
 OPERATOR_RESULTS = ("aggregation", "subtraction2", "subtraction", "grad x1", "grad x2", "grad weight")
 
 
