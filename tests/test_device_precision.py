@@ -18,6 +18,8 @@ from pytorch_impl.session import Placement, add_device_args
 from scripts.convert import main as convert
 
 RUNS = {  # script, flags, conversion flags; one batch of 4: the first loss is the initial forward
+    "alexnet": ("pytorch_impl.train_alexnet",
+                ["--model", "alexnet_simam", "--epochs", "1", "--grid", "0"], []),
     "upanets": ("pytorch_impl.train_upanets", [], []),
     # one epoch (the recipe's default is 200), one thread (an oversubscribed multi-threaded
     # torch is many times slower)
