@@ -34,7 +34,8 @@ RUN_MARKERS = ("metrics.jsonl", "train-state.json", "model-*.*")
 FREE_ON_RESUME = frozenset({
     "resume", "log_dir", "overwrite", "allow_changes", "workers", "threads", "log_interval",
     "debug", "strict_data", "data_dir", "download", "stop_after", "save_period",
-    "initial_checkpoint", "config", "grid", "device", "ctx", "amp", "kvstore", "channels_last"})
+    "initial_checkpoint", "config", "grid", "device", "ctx", "amp", "kvstore", "channels_last",
+    "compile"})
 VERSIONED = ("numpy", "torch", "mxnet", "paddlepaddle")
 
 

@@ -101,7 +101,8 @@ def test_every_script_takes_the_same_flags():
     precision flags."""
     argv = ["--model", "alexnet", "--mixup-alpha", "0.2", "--epochs", "3", "--max-batches", "5"]
     own = {"paddle": {"device": None, "amp": False},
-           "pytorch": {"device": None, "amp": False, "channels_last": False, "sync_bn": False},
+           "pytorch": {"device": None, "amp": False, "channels_last": False, "sync_bn": False,
+                       "compile": False},
            "gluon": {"ctx": None, "amp": False, "kvstore": "device"}}
     parsed = {port: vars(importlib.import_module(SCRIPTS[port][0]).parse_args(argv)) for port in own}
     recipe = {k: v for k, v in parsed["paddle"].items() if k not in own["paddle"]}
