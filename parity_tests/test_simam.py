@@ -70,7 +70,8 @@ def test_simam_values_and_input_gradients_float64(e_lambda):
     expected = formula_gradient(x, upstream, e_lambda)
     for c in range(4):  # the per-channel cases one by one, so a small channel is not hidden
         assert_close(t_grad[:, c], p_grad[:, c], np.float64, f"SimAM input gradient, channel {c}")
-        assert_close(p_grad[:, c], expected[:, c], np.float64, f"SimAM gradient vs formula, channel {c}")
+        assert_close(p_grad[:, c], expected[:, c], np.float64,
+                     f"SimAM gradient vs formula, channel {c}")
         assert_close(t_out[:, c], p_out[:, c], np.float64, f"SimAM output, channel {c}")
 
 
