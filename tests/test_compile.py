@@ -1,9 +1,9 @@
 """``--compile``: the PyTorch train scripts and the predict command run the model through
 torch.compile (inductor, generated C++ kernels on the CPU) and give the eager results within
 the float32 tolerance. AlexNet-SimAM is the case: its graph compiles fastest of the registered
-models (about 25 s per graph here, UPANets16 about 100 s), and it has what compiling can
-change: dropout (compiled, it draws the same masks from torch's generator as eager) and SimAM's
-autograd.Function with its written gradient."""
+models (its training graph about 45 s on 2 busy cores, UPANets16's 190 s), and it has what
+compiling can change: dropout (compiled, it draws the same masks from torch's generator as
+eager) and SimAM's autograd.Function with its written gradient."""
 import copy
 import json
 import subprocess
