@@ -122,12 +122,12 @@ class _Aggregation(PyLayer):
         kernel, stride, dilation, out_h, out_w = ctx.geometry
         n, c = x_padded.shape[:2]
         c_w = weight.shape[1]
-        g = grad_out.reshape([n, c // c_w, c_w, out_h, out_w])
-        w = weight.reshape([n, 1, c_w, kernel * kernel, out_h, out_w])
         needs_x, needs_w = ctx.needs_grad
         if stride == 1:
             return _Rows(x_padded, weight, kernel, dilation, out_h, out_w).backward(
                 x_padded, weight, grad_out, needs_x, needs_w)
+        g = grad_out.reshape([n, c // c_w, c_w, out_h, out_w])
+        w = weight.reshape([n, 1, c_w, kernel * kernel, out_h, out_w])
         grad_x = paddle.zeros_like(x_padded) if needs_x else None
         grad_w = []
         for j, (rows, cols) in enumerate(window_offsets(kernel, stride, dilation, out_h, out_w)):

@@ -4,6 +4,7 @@ the float32 tolerance. AlexNet-SimAM is the case: its graph compiles fastest of 
 models (its training graph about 45 s on 2 busy cores, UPANets16's 190 s), and it has what
 compiling can change: dropout (compiled, it draws the same masks from torch's generator as
 eager) and SimAM's autograd.Function with its written gradient."""
+import argparse
 import copy
 import json
 import subprocess
@@ -24,11 +25,6 @@ SCRIPT = ["--model", "alexnet_simam", "--batch-size", "4", "--max-batches", "1",
           "--workers", "0", "--grid", "0", "--device", "cpu"]
 
 
-def placement(*flags):
-    return Placement(add_device_args(__import__("argparse").ArgumentParser()).parse_args(
-        ["--device", "cpu", *flags]))
-
-
 def test_a_compiled_training_step_equals_the_eager_one():
     """Train-mode logits (dropout on), the loss and every gradient of one batch: compiled
     float32 is as close to eager float64 as eager float32 is (the whole-network policy of
@@ -37,7 +33,8 @@ def test_a_compiled_training_step_equals_the_eager_one():
     eager = create_model("alexnet_simam", num_classes=10)
     model, eager64 = create_model("alexnet_simam", num_classes=10), copy.deepcopy(eager).double()
     model.load_state_dict(eager.state_dict())
-    net = placement("--compile").parallel(model)
+    args = add_device_args(argparse.ArgumentParser()).parse_args(["--device", "cpu", "--compile"])
+    net = Placement(args).parallel(model)
     assert net is not model and net._orig_mod is model
     x, y = torch.randn(4, 3, 128, 128), torch.tensor([0, 3, 5, 9])
     results = []
