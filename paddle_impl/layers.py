@@ -6,6 +6,9 @@ running variance is updated in training: Paddle's biased batch variance
 (``unbiased_var=False``, the default; MXNet's rule too) or torch's unbiased one
 (``unbiased_var=True``, for ports of models born in PyTorch). A float64 training step is
 computed from Paddle ops, whichever the rule (see :meth:`_BatchNorm._batch_norm_float64`).
+
+``Conv2D`` is Paddle's (names ``weight``, ``bias``) with the bias added after the kernel
+through an ``expand``ed bias instead of Paddle's broadcast over the channel axis.
 """
 import math
 
@@ -72,3 +75,19 @@ class BatchNorm1D(_BatchNorm, nn.BatchNorm1D):
     def __init__(self, num_features, momentum=0.9, epsilon=1e-5, unbiased_var=False):
         super().__init__(num_features, momentum=momentum, epsilon=epsilon)
         self.unbiased_var = unbiased_var
+
+
+class Conv2D(nn.Conv2D):
+    """Paddle's ``Conv2D``, computing the same sums faster: Paddle 3.3.1 adds a convolution's
+    bias by broadcasting ``[1, C, 1, 1]`` over a middle axis, a slow path of its CPU kernels
+    (a 1x1 convolution from 18 to 16 channels on [2, 18, 49, 3136], SAN's attention weights:
+    37.9 ms, of which the convolution itself is 6.3), while adding the bias ``expand``ed to
+    the output's shape takes 4.3 ms. The same additions, so the same values."""
+
+    def forward(self, x):
+        if self.bias is None or self._padding_mode != "zeros":
+            return super().forward(x)
+        out = F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation,
+                       self._groups, self._data_format)
+        shape = [1, -1, 1, 1] if self._data_format == "NCHW" else [1, 1, 1, -1]
+        return out + self.bias.reshape(shape).expand(out.shape)

@@ -148,8 +148,9 @@ class _Subtraction2(PyLayer):
         ctx.needs_grad = not x1.stop_gradient, not x2_padded.stop_gradient
         rows, cols = _centre_slices(stride, out_h, out_w)
         windows = F.unfold(x2_padded, kernel, strides=stride, dilations=dilation)
-        centre = x1[:, :, rows, cols].reshape([n, c, 1, out_h * out_w])
-        return centre - windows.reshape([n, c, kernel * kernel, out_h * out_w])
+        shape = [n, c, kernel * kernel, out_h * out_w]
+        centre = x1[:, :, rows, cols].reshape([n, c, 1, out_h * out_w]).expand(shape)
+        return centre - windows.reshape(shape)
 
     @staticmethod
     def backward(ctx, grad_out):

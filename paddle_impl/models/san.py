@@ -8,7 +8,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .. import register_model
-from ..layers import BatchNorm2D
+from ..layers import BatchNorm2D, Conv2D
 from ..san_ops import REFLECT_PAD, aggregation, pad, subtraction, subtraction2
 
 SAN_LAYERS = {10: (2, 1, 2, 4, 1), 15: (3, 2, 3, 5, 2), 19: (3, 3, 4, 6, 3)}
@@ -17,7 +17,7 @@ STAGE_WIDTHS = (64, 256, 512, 1024, 2048)
 
 
 def conv1x1(in_planes, out_planes, bias=True):
-    return nn.Conv2D(in_planes, out_planes, kernel_size=1, bias_attr=None if bias else False)
+    return Conv2D(in_planes, out_planes, kernel_size=1, bias_attr=None if bias else False)
 
 
 def batch_norm(planes):
@@ -29,6 +29,13 @@ def position_grid(height, width, dtype):
     loc_w = paddle.linspace(-1.0, 1.0, width, dtype=dtype).expand([height, width])
     loc_h = paddle.linspace(-1.0, 1.0, height, dtype=dtype).unsqueeze(1).expand([height, width])
     return paddle.stack([loc_w, loc_h]).unsqueeze(0)
+
+
+def softmax_windows(w):
+    """Softmax over the window axis of ``[N, C, k*k, L]``, on that axis moved last: Paddle's
+    softmax over a middle axis takes twice as long (on [2, 8, 49, 3136]: 24.7 against 12.1
+    ms with both transposes)."""
+    return F.softmax(w.transpose([0, 1, 3, 2]), axis=-1).transpose([0, 1, 3, 2])
 
 
 class SAM(nn.Layer):
@@ -67,7 +74,7 @@ class SAM(nn.Layer):
             relative_position = subtraction(position, k, 1, p, 1, REFLECT_PAD)
             relation = paddle.concat([subtraction2(x1, x2, k, 1, p, 1, REFLECT_PAD),
                                       relative_position.expand([n, -1, -1, -1])], 1)
-            return F.softmax(self.conv_w(relation), axis=-2)
+            return softmax_windows(self.conv_w(relation))
         patch = F.unfold(pad(x2, p, REFLECT_PAD), k)
         features = paddle.concat([x1.reshape([n, -1, 1, h * w]), patch.reshape([n, -1, 1, h * w])], 1)
         return self.conv_w(features).reshape([n, -1, k * k, h * w])
