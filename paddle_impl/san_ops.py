@@ -42,6 +42,12 @@ def _narrow(t, out_h, wp, out_w):
     return t.reshape([*t.shape[:-1], out_h, wp])[..., :out_w].contiguous()
 
 
+def _pad_last(t, width):
+    """``t`` with ``width`` zeros before and after its last axis."""
+    zeros = paddle.zeros([*t.shape[:-1], width], t.dtype)
+    return paddle.concat([zeros, t, zeros], axis=-1)
+
+
 class _Rows:
     """The stride-1 aggregation on whole padded rows: for each window offset, the input is
     one contiguous range of the flattened padded input (``out_h`` rows of the padded width
@@ -85,12 +91,18 @@ class _Rows:
         g = self.groups(_wide(grad_out, self.wp))
         grad_x = grad_w = None
         if needs_x:
-            w = self.weights(weight)
-            grad = paddle.zeros([self.n, self.c, self.hp * self.wp + self.reach], grad_out.dtype)
+            # gathered, not scattered: input position q takes g[q - start] * w[q - start] of
+            # each offset (the same products added in the same order), read as one range of
+            # g and w padded by the last start on both sides (Paddle adds into a slice slowly)
+            last, size = self.starts[-1], self.wide + self.starts[-1]
+            g_pad = _pad_last(g, last)
+            w_pad = _pad_last(self.weights(weight), last)
+            grad = paddle.zeros([*g.shape[:3], size], grad_out.dtype)
             for j, start in enumerate(self.starts):
-                grad[:, :, start:start + self.wide] += (g * w[j].expand(g.shape)).reshape(
-                    [self.n, self.c, self.wide])
-            grad_x = grad[:, :, :self.hp * self.wp].reshape(x_padded.shape)
+                at = last - start
+                grad.add_(g_pad[..., at:at + size] * w_pad[j, ..., at:at + size].expand(grad.shape))
+            grad_x = grad.reshape([self.n, self.c, size])[:, :, :self.hp * self.wp].reshape(
+                x_padded.shape)
         if needs_w:
             flat = self.flat(x_padded)
             grad_w = paddle.stack([(g * self.groups(flat[:, :, s:s + self.wide])).sum(1)
@@ -158,9 +170,12 @@ class _Subtraction2(PyLayer):
         n, c = grad_out.shape[:2]
         grad_x1 = grad_x2 = None
         if ctx.needs_grad[0]:
-            grad_x1 = paddle.zeros(x1_shape, dtype=grad_out.dtype)
-            rows, cols = _centre_slices(stride, out_h, out_w)
-            grad_x1[:, :, rows, cols] = grad_out.sum(2).reshape([n, c, out_h, out_w])
+            grad_x1 = grad_out.sum(2).reshape([n, c, out_h, out_w])
+            if list(x1_shape[2:]) != [out_h, out_w]:  # the centres are a strided part of x1
+                centres = grad_x1
+                grad_x1 = paddle.zeros(x1_shape, dtype=grad_out.dtype)
+                rows, cols = _centre_slices(stride, out_h, out_w)
+                grad_x1[:, :, rows, cols] = centres
         if ctx.needs_grad[1]:
             grad_x2 = -F.fold(grad_out.reshape([n, c * kernel * kernel, out_h * out_w]),
                               list(x2_shape[2:]), kernel, strides=stride, dilations=dilation)
