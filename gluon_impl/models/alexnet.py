@@ -13,6 +13,7 @@ is active only in train mode (inside ``autograd.record()``).
 from mxnet.gluon import nn
 
 from .. import register_model
+from ..layers import last_axis_means, ones_row
 
 
 class SimAM(nn.HybridBlock):
@@ -22,7 +23,10 @@ class SimAM(nn.HybridBlock):
     ``var = sum((x - mu)^2) / n``, the inverse minimal energy of each neuron is
     ``e = (x - mu)^2 / (4 * (var + e_lambda)) + 0.5``, and the output is
     ``sigmoid(e) * x``. Needs ``H*W > 1``. A hybridized graph has no shapes, so ``n`` is
-    counted in the graph: the sum of one H x W plane of ones (exact in floating point).
+    counted in the graph: the sum of a row of ``H*W`` ones (exact in floating point). Each
+    channel's sums are products with that row and its mean and variance are spread over
+    the channel by a product with it (``gluon_impl.layers.last_axis_means``: MXNet's
+    reductions and broadcasts are slow on the CPU).
     """
 
     def __init__(self, e_lambda=1e-5):
@@ -30,12 +34,13 @@ class SimAM(nn.HybridBlock):
         self.e_lambda = e_lambda
 
     def hybrid_forward(self, F, x):
-        d = F.square(F.broadcast_sub(x, F.mean(x, axis=(2, 3), keepdims=True)))
-        plane = F.slice_axis(F.slice_axis(x, axis=0, begin=0, end=1), axis=1, begin=0, end=1)
-        n = F.sum(F.ones_like(plane), axis=(2, 3), keepdims=True) - 1
-        var = F.broadcast_div(F.sum(d, axis=(2, 3), keepdims=True), n)
-        energy_inv = F.broadcast_div(d, 4 * (var + self.e_lambda)) + 0.5
-        return x * F.sigmoid(energy_inv)
+        rows = F.reshape(x, (0, 0, -1))  # [N, C, H*W]
+        ones = ones_row(F, rows, 3)
+        d = F.square(F.elemwise_sub(rows, F.dot(last_axis_means(F, rows, ones), ones)))
+        sums = F.FullyConnected(d, ones, no_bias=True, flatten=False, num_hidden=1)
+        var = F.broadcast_div(sums, F.sum(ones) - 1)
+        energy_inv = F.elemwise_div(d, F.dot(4 * (var + self.e_lambda), ones)) + 0.5
+        return F.reshape_like(rows * F.sigmoid(energy_inv), x)
 
     def __repr__(self):
         return f"{self.__class__.__name__}(e_lambda={self.e_lambda})"

@@ -12,7 +12,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from .. import register_model
-from ..layers import BatchNorm, layer_norm_chw
+from ..layers import BatchNorm, layer_norm_chw, spatial_means
 
 
 def batch_norm(channels):
@@ -136,7 +136,7 @@ class UPANets(nn.HybridBlock):
         out2 = self.layer2(out1)
         out3 = self.layer3(out2)
         out4 = self.layer4(out3)
-        feats = [layer_norm_chw(F, F.mean(o, axis=(2, 3), keepdims=True) + spa(o))
+        feats = [layer_norm_chw(F, spatial_means(F, o) + spa(o))
                  for o, spa in zip((out0, out1, out2, out3, out4),
                                    (self.spa0, self.spa1, self.spa2, self.spa3, self.spa4))]
         # Quirk: the head concatenates the deepest stage first.
