@@ -11,15 +11,17 @@
   these, C-length operations with Python floats (exact in float64, unlike the kernel's float32
   ``momentum`` attribute). A hybridized block has no in-graph way to assign its running
   statistics (MXNet writes them inside the kernel's backward pass, and only the kernel may
-  write them), so there the layer is the kernel alone: identical outputs, but training a
-  hybridized model updates the running variance MXNet's way. Train imperatively; hybridize
-  for inference. Float16 data (a network cast to float16 for ``--amp`` keeps its BatchNorm
+  write them), so there the layer is the kernel alone, which updates the running variance
+  MXNet's way; :class:`TorchRunningVariance` turns that into torch's update after each
+  hybridized training step (``gluon_impl.session.Placement`` does it). Float16 data (a network cast to float16 for ``--amp`` keeps its BatchNorm
   parameters float32) goes through the kernel as through MXNet's own BatchNorm.
 * :func:`layer_norm_chw`: layer norm over every axis but the batch one, without affine
   parameters (torch's ``F.layer_norm(x, x.shape[1:])``), which ``nn.LayerNorm`` (one axis)
   does not give; :func:`spatial_means`: the mean of each channel map. Both sum by products
   with ones, which MXNet computes many times faster than its reductions.
 """
+import contextlib
+
 import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn
@@ -42,6 +44,50 @@ class BatchNorm(nn.BatchNorm):
             running_mean[:] = running_mean * m + mean * (1 - m)
             running_var[:] = running_var * m + var * (n / (n - 1) * (1 - m))
         return out
+
+
+class TorchRunningVariance:
+    """Torch's running-variance rule for the ``unbiased_var`` BatchNorms of ``model`` when it
+    trains hybridized. There the kernel updates the running variance with the biased batch
+    variance ``v``: ``r' = m r + (1 - m) v``. Around each step, :meth:`step` adds the rest of
+    torch's update, ``(1 - m) v / (n - 1)``, which is ``(r' - m r) / (n - 1)`` from ``r``
+    kept before the step: C-length operations per layer and context, after the kernel
+    (which writes the statistics in its backward pass). ``n``, the values per channel in a
+    context's part of the batch, is the part's rows times the per-sample count that
+    :meth:`measure` records from one imperative forward pass (a graph has no shapes)."""
+
+    def __init__(self, model):
+        self.model, self.layers = model, []
+        model.apply(lambda block: self.layers.append(block)
+                    if isinstance(block, BatchNorm) and block.unbiased_var else None)
+        self.per_sample = None
+
+    def measure(self, sample):
+        """Record each layer's values per channel and sample from an imperative forward
+        pass of ``sample`` (a batch of one; call it before hybridizing)."""
+        counts = {}
+
+        def count(block, inputs, _):
+            counts[block] = inputs[0].size // (inputs[0].shape[0] * inputs[0].shape[1])
+        hooks = [layer.register_forward_hook(count) for layer in self.layers]
+        try:
+            with autograd.predict_mode():
+                self.model(sample)
+        finally:
+            for hook in hooks:
+                hook.detach()
+        self.per_sample = [counts[layer] for layer in self.layers]
+
+    @contextlib.contextmanager
+    def step(self, rows):
+        """Around one training step whose batch has ``rows[i]`` rows on the i-th context of
+        the parameters."""
+        before = [[d.copy() for d in layer.running_var.list_data()] for layer in self.layers]
+        yield
+        for layer, per_sample, old in zip(self.layers, self.per_sample, before):
+            m = layer.momentum
+            for new, previous, n in zip(layer.running_var.list_data(), old, rows):
+                new[:] = new + (new - previous * m) / (n * per_sample - 1)
 
 
 def ones_row(F, t, ndim):

@@ -21,6 +21,7 @@ them before each evaluation (:meth:`Placement.average_statistics`), so that the 
 those of the weights saved.
 """
 import argparse
+import contextlib
 import functools
 import os
 import re
@@ -34,6 +35,7 @@ from common.convert import match_state, upgrade_names
 from common.processes import Processes
 from common.runs import refuse
 from gluon_impl import weights
+from gluon_impl.layers import TorchRunningVariance
 
 # what a dist_sync worker reads to join the others (set by scripts/launch_gluon.py)
 DMLC_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
@@ -154,17 +156,28 @@ class Placement:
         self.amp, self.world, self.all_reduce = args.amp, processes.world, processes.all_reduce
         self.kvstore = dist_kvstore() if args.kvstore == "dist_sync" else "device"
         self.trained = False  # since the running statistics were last averaged
+        self.running_variance = None  # set by module(model, hybridize=True)
 
     @property
     def ctx(self):
         return self.contexts[0]
 
-    def module(self, model):
-        """``model`` (initialised) on every context, in float16 with ``--amp``."""
+    def module(self, model, hybridize=False):
+        """``model`` (initialised) on every context, in float16 with ``--amp``. With
+        ``hybridize`` its steps run hybridized from the first one on, and its BatchNorms of
+        torch's running-variance rule are corrected after each training step
+        (:class:`gluon_impl.layers.TorchRunningVariance`, which counts their values per
+        sample from one imperative pass of the first batch's first image)."""
         model.collect_params().reset_ctx(self.contexts)
         if self.amp:
             model.cast("float16")
+        self.running_variance = TorchRunningVariance(model) if hybridize else None
         return model
+
+    def _hybridize(self, model, images):
+        if self.running_variance is not None and self.running_variance.per_sample is None:
+            self.running_variance.measure(self.split(images[:1], cast=True)[0])
+            model.hybridize(static_alloc=True)
 
     def trainer(self, params, optimizer, options):
         """A Trainer of ``optimizer`` over the parameters of ``params`` that have gradients,
@@ -195,9 +208,13 @@ class Placement:
         the other workers' are summed, then divided by the global batch); returns (summed
         loss, logits) as numpy."""
         trainer.set_learning_rate(lr)
-        with autograd.record():
-            losses, logits = self.forward(model, images, targets, loss, even=True)
-        autograd.backward(losses)
+        self._hybridize(model, images)
+        parts = min(len(images), len(self.contexts))
+        with (self.running_variance.step([len(images) // parts] * parts)
+              if self.running_variance else contextlib.nullcontext()):
+            with autograd.record():
+                losses, logits = self.forward(model, images, targets, loss, even=True)
+            autograd.backward(losses)
         trainer.step(len(images) * self.world)
         self.trained = True
         return self.gather(losses, logits)
@@ -207,6 +224,7 @@ class Placement:
         training first averages the running statistics (:meth:`average_statistics`)."""
         if self.trained:
             self.average_statistics(model)
+        self._hybridize(model, images)
         return self.gather(*self.forward(model, images, targets, loss, even=False))
 
     def average_statistics(self, model):

@@ -9,9 +9,9 @@ Where and how precisely it runs: ``--ctx``, ``--amp``, ``--kvstore`` (:mod:`gluo
 Writes ``model-best.params`` / ``model-last.params`` (``save_parameters``), the optimizer's
 momentum buffers ``train-state.params`` and ``train-state.json``; ``--resume`` continues.
 The optimizer is torch's SGD rule (``gluon_impl.torch_optim``): MXNet's own sgd differs once
-the cosine schedule changes the rate. The model trains imperatively (its BatchNorms update
-their running variance torch's way only there; see ``gluon_impl/layers.py``). TensorBoard
-scalars go through mxboard.
+the cosine schedule changes the rate. The model trains hybridized, its BatchNorms' running
+variance brought to torch's rule after each step (``gluon_impl.layers.TorchRunningVariance``).
+TensorBoard scalars go through mxboard.
 """
 
 import mxnet as mx
@@ -31,7 +31,7 @@ class Session(RunFiles):
 
     def __init__(self, model, args, processes=Processes()):
         self.placement = Placement(args, processes)
-        self.model = self.placement.module(model)
+        self.model = self.placement.module(model, hybridize=True)
         self.trainer = self.placement.trainer(model.collect_params(), "torchsgd", {
             "learning_rate": args.lr, "momentum": upanets_recipe.MOMENTUM, "wd": args.wd})
         self.loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
