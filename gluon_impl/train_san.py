@@ -15,8 +15,8 @@ The run folder holds ``train.log``, ``metrics.jsonl``, ``model-last.params`` /
 ``model-best.params`` (``save_parameters``) and ``train-state.params`` + ``train-state.json``
 (the optimizer's momentum by parameter name; epoch and best accuracy) for ``--resume``.
 The optimizer is torch's SGD rule (``gluon_impl.torch_optim``: MXNet's own sgd differs once
-the cosine schedule changes the rate). The model trains imperatively, where its batch norms
-update their running variance torch's way (see ``gluon_impl/layers.py``). Weights start from
+the cosine schedule changes the rate). The model trains hybridized, its batch norms' running
+variance brought to torch's rule after each step (``gluon_impl.layers.TorchRunningVariance``). Weights start from
 torch's default bound, U(+-1/sqrt(fan_in)), with zero biases.
 """
 import contextlib
@@ -62,7 +62,7 @@ class Session(RunFiles, san_recipe.Session):
 
     def place(self, model, processes):
         self.placement = Placement(self.args, processes)
-        return Modes(self.placement.module(model))
+        return Modes(self.placement.module(model, hybridize=True))
 
     def make_optimizer(self, model, args):
         return make_optimizer(model, args, self.placement.trainer)

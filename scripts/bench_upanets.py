@@ -2,8 +2,8 @@
 
     python -m scripts.bench_upanets --iters 15 --batch 100 --threads 2
 
-Train step (forward, backward, the recipe's SGD step) and inference (eval mode; Gluon
-hybridized) images/s at 32x32, as medians over ``--iters`` timed iterations after
+Train step (forward, backward, the recipe's SGD step) and inference (eval mode), Gluon
+hybridized in both as its train script runs it, images/s at 32x32, as medians over ``--iters`` timed iterations after
 ``--warmup`` untimed ones. The frameworks run interleaved (one iteration of each in turn), so
 a change in machine load affects all of them alike. Thread counts: OMP_NUM_THREADS is set
 before the frameworks are imported (Paddle and MXNet read it then; Paddle sets 1 when it is
@@ -41,6 +41,7 @@ from mxnet import autograd  # noqa: E402
 
 import gluon_impl.torch_optim  # noqa: E402,F401  (registers 'torchsgd')
 from gluon_impl import create_model as gluon_model  # noqa: E402
+from gluon_impl.layers import TorchRunningVariance  # noqa: E402
 from paddle_impl import create_model as paddle_model  # noqa: E402
 from pytorch_impl import create_model as torch_model  # noqa: E402
 from pytorch_impl.session import compiled  # noqa: E402
@@ -103,16 +104,20 @@ def gluon_runner(x, y, plain=False):
         m.initialize(mx.init.Xavier())
         if plain:
             plain_batch_norms(m)
-    infer_model.hybridize(static_alloc=True, static_shape=True)
+    gx, gy = mx.nd.array(x), mx.nd.array(y)
+    running_variance = TorchRunningVariance(train_model)  # as gluon_impl.train_upanets
+    running_variance.measure(gx[:1])
+    for m in (train_model, infer_model):
+        m.hybridize(static_alloc=True, static_shape=True)
     trainer = mx.gluon.Trainer(train_model.collect_params(), "torchsgd",
                                {"learning_rate": LR, "momentum": MOMENTUM, "wd": WD})
     loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
-    gx, gy = mx.nd.array(x), mx.nd.array(y)
 
     def train():
-        with autograd.record():
-            loss = loss_fn(train_model(gx), gy).mean()
-        loss.backward()
+        with running_variance.step([len(x)]):
+            with autograd.record():
+                loss = loss_fn(train_model(gx), gy).mean()
+            loss.backward()
         trainer.step(1)
         mx.nd.waitall()
 

@@ -7,8 +7,8 @@ Port notes: every block is hybridizable and no block reads a shape, so one hybri
 serves every input size (the position grid of pairwise attention is built from
 ``arange_like`` of the input; the operators of ``gluon_impl/san_ops.py`` slice relative to
 the input's end). The batch norms update their running variance with torch's unbiased batch
-variance (``gluon_impl.layers.BatchNorm(unbiased_var=True)``, momentum 0.9 = torch 0.1) when
-trained imperatively, as the UPANets port does: train imperatively, hybridize for inference.
+variance (``gluon_impl.layers.BatchNorm(unbiased_var=True)``, momentum 0.9 = torch 0.1), in a
+hybridized training graph with ``gluon_impl.layers.TorchRunningVariance``, as the UPANets port.
 Layers are built without deferred shapes (every ``in_channels`` given), so the model's
 ``{name: shape}`` is known before its first call.
 """

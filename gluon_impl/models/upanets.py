@@ -3,8 +3,8 @@
 for the architecture and the reference's quirks, each reproduced here and marked ``Quirk:``).
 
 Port notes: every block is hybridizable. The BatchNorms update their running variance with
-torch's unbiased batch variance (``gluon_impl.layers.BatchNorm(unbiased_var=True)``, imperative
-training; see there), momentum 0.9 = torch 0.1. CPA compares the shapes of its two inputs; a
+torch's unbiased batch variance (``gluon_impl.layers.BatchNorm(unbiased_var=True)``; trained
+hybridized, with ``gluon_impl.layers.TorchRunningVariance``), momentum 0.9 = torch 0.1. CPA compares the shapes of its two inputs; a
 hybridized graph has no shapes, so there it takes the matching-shape path, the only one the
 network uses (call a lone CPA with mismatched shapes imperatively).
 """
