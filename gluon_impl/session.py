@@ -112,6 +112,31 @@ def dist_kvstore():
     return mx.kv.create("dist_sync")
 
 
+def init_keys(kv, keys, values):
+    """``kv.init(keys, values)``, returning once the servers hold every key. MXNet 1.9.1's
+    dist kvstore sends worker 0's initial values without waiting when they are in CPU
+    memory (it sends the array itself and waits on an unused copy buffer), then meets the
+    other workers at a barrier; a worker's first pull could reach the server before the value
+    (the server aborts: 'init 0 first'), or its first push be taken for the value. So each
+    worker waits here for its engine's operations, worker 0's sends among them, and all meet
+    at a second barrier."""
+    kv.init(keys, values)
+    mx.nd.waitall()
+    kv._barrier()
+
+
+def init_trainer_kvstore(trainer):
+    """Initialise ``trainer``'s dist kvstore keys now, as its first ``step`` would (keys 0,
+    1, ... with worker 0's weights, which every worker then pulls), but through
+    :func:`init_keys`."""
+    trainer._init_kvstore()
+    params = trainer._params
+    keys = list(range(len(params)))
+    init_keys(trainer._kvstore, keys, [p.list_data()[0] for p in params])
+    trainer._kvstore.pull(keys, [p.list_data() for p in params])
+    trainer._params_to_init = []
+
+
 def kvstore_all_reduce(kv, array):
     """The sum of a numpy ``array`` over the workers, through ``kv``: a pushpull of the key of
     the array's shape (keys from :data:`SUMS_KEY` on, in the order of first use, which every
@@ -121,7 +146,7 @@ def kvstore_all_reduce(kv, array):
     keys = kv.__dict__.setdefault("sum_keys", {})
     if array.shape not in keys:
         keys[array.shape] = SUMS_KEY + len(keys)
-        kv.init(keys[array.shape], mx.nd.zeros(array.shape))
+        init_keys(kv, [keys[array.shape]], [mx.nd.zeros(array.shape)])
     total = mx.nd.array(array, dtype=np.float32)
     kv.pushpull(keys[array.shape], total, out=total)
     return total.asnumpy().astype(array.dtype)
@@ -181,11 +206,16 @@ class Placement:
 
     def trainer(self, params, optimizer, options):
         """A Trainer of ``optimizer`` over the parameters of ``params`` that have gradients,
-        updated on this process. (Given the running statistics too, a Trainer broadcasts the
-        first context's at its first step, over those the others computed in that step.)"""
-        return gluon.Trainer([p for p in params.values() if p.grad_req != "null"], optimizer,
-                             dict(options, multi_precision=self.amp), kvstore=self.kvstore,
-                             update_on_kvstore=False)
+        updated on this process; with ``dist_sync`` its kvstore keys are initialised here
+        (:func:`init_trainer_kvstore`). (Given the running statistics too, a Trainer
+        broadcasts the first context's at its first step, over those the others computed in
+        that step.)"""
+        trainer = gluon.Trainer([p for p in params.values() if p.grad_req != "null"], optimizer,
+                                dict(options, multi_precision=self.amp), kvstore=self.kvstore,
+                                update_on_kvstore=False)
+        if self.kvstore != "device":
+            init_trainer_kvstore(trainer)
+        return trainer
 
     def split(self, array, even=True, cast=False):
         """A numpy batch cut into consecutive parts on the contexts (``even``: equal parts;
