@@ -3,9 +3,9 @@ side in one process.
 
     python -m scripts.bench_predict --model upanets16 --batch 32 --threads 2 --iters 15
 
-The model (random weights, saved once as ``.pth``) is built in each framework as the predict
-command builds it (``create_model(name, pretrained=...)``; Gluon also hybridized) and
-exported to ONNX (``pytorch_impl.export``). Each case classifies the same batch of
+The model (random weights, saved once as ``.pth``) is built in each framework by the predict
+command's ``load`` (Gluon hybridized; ``gluon imperative``: the same model not hybridized)
+and exported to ONNX (``pytorch_impl.export``). Each case classifies the same batch of
 preprocessed images (the transform is numpy, the same for all) and returns numpy logits, so
 every asynchronous step is closed before the clock stops. Cases run interleaved
 (:mod:`scripts.timing`); prints images/s as medians over ``--iters`` iterations and the ratio
@@ -43,6 +43,7 @@ def main(argv=None):
 
     from common.specs import input_size
     from pytorch_impl.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from scripts.predict import load
     from scripts.timing import interleaved
 
     torch.set_num_threads(args.threads)  # after every import: importing mxnet drops it to one
@@ -60,13 +61,12 @@ def main(argv=None):
             impl = importlib.import_module(f"{framework}_impl")
             if args.model not in impl.list_models():
                 continue
-            model = impl.create_model(args.model, pretrained=checkpoint)
+            model = load(checkpoint, framework, args.model)[0]
             predict = importlib.import_module(f"{framework}_impl.weights").predict
             cases[framework] = lambda model=model, predict=predict: predict(model, images)
             if framework == "gluon":
-                hybrid = impl.create_model(args.model, pretrained=checkpoint)
-                hybrid.hybridize(static_alloc=True, static_shape=True)
-                cases["gluon hybridized"] = lambda hybrid=hybrid, predict=predict: predict(hybrid, images)
+                imperative = impl.create_model(args.model, pretrained=checkpoint)
+                cases["gluon imperative"] = lambda m=imperative, predict=predict: predict(m, images)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
         session = onnxruntime.InferenceSession(onnx_file, options, providers=["CPUExecutionProvider"])
