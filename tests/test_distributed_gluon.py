@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from common.checkpoint import load_gluon_params
-from gluon_impl import train_san
+from gluon_impl import train_attention, train_san, train_upanets
 from parity_tests.tolerances import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +83,26 @@ def test_dist_sync_without_the_launcher_is_one_line(tmp_path, capsys, monkeypatc
         "error: --kvstore dist_sync: DMLC_ROLE, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, "
         "DMLC_NUM_SERVER, DMLC_NUM_WORKER not set; start the workers with python -m "
         "scripts.launch_gluon (see its --help for several hosts)\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", [train_attention, train_upanets], ids=["attention", "upanets"])
+def test_other_scripts_take_the_two_context_step(script, tmp_path):
+    """One batch of 2 x 2 images under the launcher ends at the weights of the same step on
+    two contexts (the kvstore keys initialised by ``gluon_impl.session.init_keys``, without
+    which the SAN launch above aborts its server)."""
+    flags = ["--batch-size", "4", "--max-batches", "1", "--epochs", "1", "--workers", "0",
+             "--log-interval", "0"]
+    script.main([*flags, "--ctx", "cpu0,cpu1", "--threads", "1",
+                 "--log-dir", str(tmp_path / "two-contexts")])
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.launch_gluon", "-n", "2", "-m", script.__name__, *flags,
+         "--log-dir", str(tmp_path / "two-workers")],
+        cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+        timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights, want = (load_gluon_params(tmp_path / d / "model-last.params")
+                     for d in ("two-workers", "two-contexts"))
+    assert set(weights) == set(want) and len(want) > 50
+    for k, value in want.items():
+        assert_close(weights[k], value, np.float32, k)
