@@ -1,5 +1,6 @@
-"""Gluon UPANets trained hybridized (``Placement.module(model, hybridize=True)``, as
-``gluon_impl.train_upanets`` does): after two steps, every running statistic equals the
+"""Gluon UPANets and SAN trained hybridized (``Placement.module(model, hybridize=True)``, as
+``gluon_impl.train_upanets`` and ``train_san`` do; SAN reduced to one block a stage): after
+two steps, every running statistic equals the
 imperative steps' (whose BatchNorms update the running variance with torch's unbiased rule)
 within the float32 tolerance, on one context and with the batch split over two. The steps
 run at learning rate 0, so that both see the same weights: at this batch of 8, the float32
@@ -21,12 +22,13 @@ from gluon_impl.session import Placement
 from parity_tests.tolerances import assert_close
 
 BATCH = 8
+MODELS = {"upanets16": {}, "san10_pairwise": dict(layers=(1,) * 5, kernels=(3, 3, 3, 3, 1))}
 
 
-def _two_steps(ctx, hybridize):
+def _two_steps(ctx, hybridize, model="upanets16"):
     """Every running statistic on every context after two training steps, by name."""
     mx.random.seed(0)
-    net = create_model("upanets16")
+    net = create_model(model, **MODELS[model])
     net.initialize(mx.init.Xavier())
     placement = Placement(argparse.Namespace(ctx=ctx, amp=False, kvstore="device"))
     net = placement.module(net, hybridize=hybridize)
@@ -42,11 +44,13 @@ def _two_steps(ctx, hybridize):
             for name, p in net._collect_params_with_prefix().items() if "running" in name}
 
 
-@pytest.mark.parametrize("ctx", ["cpu", "cpu0,cpu1"])
-def test_hybridized_steps_equal_imperative_ones(ctx):
-    expected, actual = _two_steps(ctx, hybridize=False), _two_steps(ctx, hybridize=True)
+@pytest.mark.parametrize("model, ctx", [("upanets16", "cpu"), ("upanets16", "cpu0,cpu1"),
+                                        ("san10_pairwise", "cpu")])
+def test_hybridized_steps_equal_imperative_ones(model, ctx):
+    expected, actual = (_two_steps(ctx, hybridize, model) for hybridize in (False, True))
     assert expected.keys() == actual.keys()
-    assert np.abs(expected["bn.running_var"][0] - 1).max() > 0.1  # the steps moved them
+    last = [name for name in expected if name.endswith("running_var")][-1]
+    assert np.abs(expected[last][0] - 1).max() > 0.1  # the steps moved them
     for name, values in expected.items():
         assert len(actual[name]) == len(values) == len(ctx.split(","))
         for i, (a, e) in enumerate(zip(actual[name], values)):
