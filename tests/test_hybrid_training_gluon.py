@@ -1,8 +1,8 @@
 """Gluon UPANets and SAN trained hybridized (``Placement.module(model, hybridize=True)``, as
 ``gluon_impl.train_upanets`` and ``train_san`` do; SAN reduced to one block a stage): after
-two steps, every running statistic equals the
-imperative steps' (whose BatchNorms update the running variance with torch's unbiased rule)
-within the float32 tolerance, on one context and with the batch split over two. The steps
+two steps, every running statistic equals the imperative steps' (whose BatchNorms update the
+running variance with torch's unbiased rule) within the float32 tolerance, on one context
+and (UPANets) with the batch split over two. The steps
 run at learning rate 0, so that both see the same weights: at this batch of 8, the float32
 round-off of the two graphs' gradients (1e-5 relative) grows to hundreds of tolerances in the
 weights within two steps at rate 0.1. The same hybridized steps without
