@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from common.checkpoint import load_gluon_params
-from gluon_impl import train_attention, train_san, train_upanets
+from gluon_impl import train_san
 from parity_tests.tolerances import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +28,10 @@ SMALL = ["--layers", "1", "1", "1", "1", "1", "--batch-size", "8", "--lr", "0.01
          "--max-batches", "1", "--workers", "0", "--log-interval", "0", "--epochs", "2"]
 
 
-def launch(*args, workers=2):
-    """``python -m scripts.launch_gluon -n workers -m gluon_impl.train_san *args``."""
-    command = [sys.executable, "-m", "scripts.launch_gluon", "-n", str(workers), "-m",
-               "gluon_impl.train_san", *args]
+def launch(*args, workers=2, module="gluon_impl.train_san"):
+    """``python -m scripts.launch_gluon -n workers -m module *args``."""
+    command = [sys.executable, "-m", "scripts.launch_gluon", "-n", str(workers), "-m", module,
+               *args]
     return subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=600)
 
@@ -86,20 +86,21 @@ def test_dist_sync_without_the_launcher_is_one_line(tmp_path, capsys, monkeypatc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", [train_attention, train_upanets], ids=["attention", "upanets"])
-def test_other_scripts_take_the_two_context_step(script, tmp_path):
+@pytest.mark.parametrize("module", ["gluon_impl.train_attention", "gluon_impl.train_upanets"],
+                         ids=["attention", "upanets"])
+def test_other_scripts_take_the_two_context_step(module, tmp_path):
     """One batch of 2 x 2 images under the launcher ends at the weights of the same step on
     two contexts (the kvstore keys initialised by ``gluon_impl.session.init_keys``, without
-    which the SAN launch above aborts its server)."""
+    which the SAN launch above aborts its server). Both run in fresh processes (mxboard's
+    protos clash with tensorboard's once a process has loaded those)."""
     flags = ["--batch-size", "4", "--max-batches", "1", "--epochs", "1", "--workers", "0",
              "--log-interval", "0"]
-    script.main([*flags, "--ctx", "cpu0,cpu1", "--threads", "1",
-                 "--log-dir", str(tmp_path / "two-contexts")])
-    done = subprocess.run(
-        [sys.executable, "-m", "scripts.launch_gluon", "-n", "2", "-m", script.__name__, *flags,
-         "--log-dir", str(tmp_path / "two-workers")],
-        cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-        timeout=600)
+    reference = subprocess.run(
+        [sys.executable, "-m", module, *flags, "--ctx", "cpu0,cpu1", "--threads", "1",
+         "--log-dir", str(tmp_path / "two-contexts")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    done = launch(*flags, "--log-dir", str(tmp_path / "two-workers"), module=module)
     assert done.returncode == 0, done.stderr[-3000:]
     weights, want = (load_gluon_params(tmp_path / d / "model-last.params")
                      for d in ("two-workers", "two-contexts"))
