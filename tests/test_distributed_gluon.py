@@ -28,12 +28,16 @@ SMALL = ["--layers", "1", "1", "1", "1", "1", "--batch-size", "8", "--lr", "0.01
          "--max-batches", "1", "--workers", "0", "--log-interval", "0", "--epochs", "2"]
 
 
+def python_m(*args, **env):
+    """``python -m *args`` in a fresh process from the repository, with ``env`` added."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=600)
+
+
 def launch(*args, workers=2, module="gluon_impl.train_san"):
     """``python -m scripts.launch_gluon -n workers -m module *args``."""
-    command = [sys.executable, "-m", "scripts.launch_gluon", "-n", str(workers), "-m", module,
-               *args]
-    return subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                          capture_output=True, text=True, timeout=600)
+    return python_m("scripts.launch_gluon", "-n", str(workers), "-m", module, *args,
+                    OMP_NUM_THREADS="1")
 
 
 def metrics(run_dir):
@@ -95,10 +99,8 @@ def test_other_scripts_take_the_two_context_step(module, tmp_path):
     protos clash with tensorboard's once a process has loaded those)."""
     flags = ["--batch-size", "4", "--max-batches", "1", "--epochs", "1", "--workers", "0",
              "--log-interval", "0"]
-    reference = subprocess.run(
-        [sys.executable, "-m", module, *flags, "--ctx", "cpu0,cpu1", "--threads", "1",
-         "--log-dir", str(tmp_path / "two-contexts")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    reference = python_m(module, *flags, "--ctx", "cpu0,cpu1", "--threads", "1",
+                         "--log-dir", str(tmp_path / "two-contexts"))
     assert reference.returncode == 0, reference.stderr[-3000:]
     done = launch(*flags, "--log-dir", str(tmp_path / "two-workers"), module=module)
     assert done.returncode == 0, done.stderr[-3000:]
