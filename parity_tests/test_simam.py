@@ -103,3 +103,17 @@ def test_simam_float32():
     assert_close(t_out, p_out, np.float32, "SimAM output float32")
     assert_close(t_grad, p_grad, np.float32, "SimAM input gradient float32")
     assert_close(p_out, simam_formula(x, 1e-5), np.float32, "SimAM float32 vs float64 formula")
+
+
+def test_torch_simam_backward_twice_through_a_retained_graph():
+    """The written-out backward leaves its saved tensors as they were: a second backward
+    pass through a retained graph (as ``torch.autograd.gradcheck`` takes) gives the same
+    gradient as the first."""
+    xt = torch.tensor(inputs(np.float64), requires_grad=True)
+    upstream = torch.from_numpy(np.random.default_rng(5).standard_normal(xt.shape))
+    loss = (TorchSimAM(1e-5)(xt) * upstream).sum()
+    first, = torch.autograd.grad(loss, xt, retain_graph=True)
+    second, = torch.autograd.grad(loss, xt)
+    assert_close(second, first, np.float64, "second backward pass")
+    assert_close(first, formula_gradient(inputs(np.float64), upstream.numpy(), 1e-5), np.float64,
+                 "first backward pass vs formula")

