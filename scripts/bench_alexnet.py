@@ -69,7 +69,7 @@ def main(argv=None):
         ported.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         gluon = load_gluon(gluon_impl.create_model(name),
                            convert_state(weights, "paddle", "gluon", shapes("gluon", name, {})))
-        gluon.hybridize()
+        gluon.hybridize(static_alloc=True)  # as gluon_impl.session.Placement does
         native_opt = paddle_recipe.make_optimizer(native, 5e-4, 1e-5)
         ported_opt = torch_recipe.make_optimizer(ported, 5e-4, 1e-5)
         gluon_opt = gluon_recipe.make_optimizer(gluon, 5e-4, 1e-5)

@@ -26,7 +26,11 @@ class SimAM(nn.HybridBlock):
     counted in the graph: the sum of a row of ``H*W`` ones (exact in floating point). Each
     channel's sums are products with that row and its mean and variance are spread over
     the channel by a product with it (``gluon_impl.layers.last_axis_means``: MXNet's
-    reductions and broadcasts are slow on the CPU).
+    reductions and broadcasts are slow on the CPU). The sigmoid is ``Activation`` (MKLDNN's
+    kernel, several times as fast as ``F.sigmoid``) and the energy multiplies ``d`` by
+    ``1 / (4 (var + e_lambda))`` (a product's gradient is cheaper than a quotient's): the
+    forward and backward passes of AlexNet-SimAM's five SimAMs at batch 128 (hybridized,
+    2 threads) take 165-200 ms instead of 255-270.
     """
 
     def __init__(self, e_lambda=1e-5):
@@ -39,8 +43,8 @@ class SimAM(nn.HybridBlock):
         d = F.square(F.elemwise_sub(rows, F.dot(last_axis_means(F, rows, ones), ones)))
         sums = F.FullyConnected(d, ones, no_bias=True, flatten=False, num_hidden=1)
         var = F.broadcast_div(sums, F.sum(ones) - 1)
-        energy_inv = F.elemwise_div(d, F.dot(4 * (var + self.e_lambda), ones)) + 0.5
-        return F.reshape_like(rows * F.sigmoid(energy_inv), x)
+        energy_inv = F.elemwise_mul(d, F.dot(0.25 / (var + self.e_lambda), ones)) + 0.5
+        return F.reshape_like(rows * F.Activation(energy_inv, act_type="sigmoid"), x)
 
     def __repr__(self):
         return f"{self.__class__.__name__}(e_lambda={self.e_lambda})"
