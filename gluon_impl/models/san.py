@@ -35,6 +35,14 @@ def relu():
     return nn.Activation("relu")  # F.relu is ~9x slower in MXNet's MKLDNN build
 
 
+def softmax_windows(F, w):
+    """Softmax over the window axis of ``[N, C, k*k, L]``, on that axis moved last: MXNet's
+    softmax over a middle axis is its generic kernel, over the last one MKLDNN's (on
+    [2, 8, 49, 3136], 2 threads: 18.0 ms, forward and backward 20.6, against 8.7 and 13.0
+    with both transposes)."""
+    return F.transpose(F.softmax(F.transpose(w, axes=(0, 1, 3, 2)), axis=-1), axes=(0, 1, 3, 2))
+
+
 def _coordinates(F, x, axis):
     """torch's ``linspace(-1, 1, n)`` over axis ``axis`` of ``x`` (n its size), as torch
     computes it: ``-1 + i * step`` for ``i < n // 2``, ``1 - (n - 1 - i) * step`` from
@@ -90,7 +98,7 @@ class SAM(nn.HybridBlock):
             relative_position = subtraction(position, k, 1, p, 1, REFLECT_PAD)
             relation = subtraction2(x1, x2, k, 1, p, 1, REFLECT_PAD)
             relative_position = F.broadcast_like(relative_position, relation, lhs_axes=(0,), rhs_axes=(0,))
-            return F.softmax(self.conv_w(F.concat(relation, relative_position, dim=1)), axis=-2)
+            return softmax_windows(F, self.conv_w(F.concat(relation, relative_position, dim=1)))
         patch = F.im2col(pad(x2, p, REFLECT_PAD), kernel=(k, k))  # [N, rel * k*k, H*W]
         features = F.concat(F.expand_dims(F.reshape(x1, (0, 0, -1)), 2), F.expand_dims(patch, 2), dim=1)
         weights = F.reshape(self.conv_w(features), (0, -4, -1, k * k, -2))  # [N, C_w, k*k, 1, L]
