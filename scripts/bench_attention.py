@@ -8,7 +8,9 @@ images/s, float32, batch 64 by default. The runs are interleaved (:mod:`scripts.
 that load on the machine hits all alike; every framework gets the same thread count
 (``set_threads`` of each ``*_impl`` after all the imports, since importing mxnet resets
 torch's). Prints medians over ``--iters`` iterations after ``--warmup`` and each port's
-ratio to Gluon (> 1: the port is faster).
+ratio to Gluon (> 1: the port is faster), and native Gluon's ratio to the same network (same
+weights) with the original code's up-sampling kernel, ``contrib.BilinearResize2D``, where the
+native one takes matrix products (``gluon kernel``).
 """
 import argparse
 import os
@@ -43,6 +45,7 @@ def main(argv=None):
     import gluon_impl
     import paddle_impl
     import pytorch_impl
+    from gluon_impl.models import attention as gluon_attention
     from paddle_impl.mxnet_optim import MXNetSGD as PaddleMXNetSGD
     from paddle_impl.session import soft_cross_entropy as paddle_loss
     from pytorch_impl.mxnet_optim import MXNetSGD
@@ -54,12 +57,40 @@ def main(argv=None):
     y = rng.integers(0, 10, args.batch_size)
     dense = np.eye(10, dtype=np.float32)[y]
 
-    net = gluon_impl.create_model(args.model, num_classes=10)
-    net.initialize(mx.init.MSRAPrelu())
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
     gx, gy = mx.nd.array(x), mx.nd.array(dense)
+
+    class KernelUpSample(gluon_attention.UpSample):
+        def hybrid_forward(self, F, x, like):
+            return F.contrib.BilinearResize2D(x, like, mode="like")
+
+    def gluon_runner(upsample_kernel):
+        net = gluon_impl.create_model(args.model, num_classes=10)
+        if upsample_kernel:
+            blocks = []
+            net.apply(blocks.append)
+            for parent in blocks:
+                for name, child in list(parent._children.items()):
+                    if isinstance(child, gluon_attention.UpSample):
+                        setattr(parent, name, KernelUpSample())
+        mx.random.seed(0)
+        net.initialize(mx.init.MSRAPrelu())
+        net.hybridize(static_alloc=True, static_shape=True)
+        trainer = gluon.Trainer(net.collect_params(), "nag",
+                                {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
+
+        def train():
+            with autograd.record():
+                loss = loss_fn(net(gx), gy)
+            loss.backward()
+            trainer.step(args.batch_size)
+            mx.nd.waitall()
+
+        def infer():
+            net(gx).wait_to_read()
+        return train, infer
+    gluon_train, gluon_infer = gluon_runner(upsample_kernel=False)
+    kernel_train, kernel_infer = gluon_runner(upsample_kernel=True)
 
     model = pytorch_impl.create_model(args.model, num_classes=10)
     layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
@@ -72,16 +103,6 @@ def main(argv=None):
     popt = PaddleMXNetSGD(layer.parameters(), learning_rate=0.01, momentum=0.9, wd=1e-4,
                           nesterov=True, rescale_grad=1 / args.batch_size)
     px, py = paddle.to_tensor(x), paddle.to_tensor(dense)
-
-    def gluon_train():
-        with autograd.record():
-            loss = loss_fn(net(gx), gy)
-        loss.backward()
-        trainer.step(args.batch_size)
-        mx.nd.waitall()
-
-    def gluon_infer():
-        net(gx).wait_to_read()
 
     def torch_train():
         model.train()
@@ -109,11 +130,14 @@ def main(argv=None):
     print(f"{args.model}, batch {args.batch_size}, float32, CPU, {args.threads} threads "
           f"(torch {torch.get_num_threads()}, {args.memory_format}), medians of {args.iters} "
           "interleaved iterations")
-    for what, cases in (("train step", dict(gluon=gluon_train, pytorch=torch_train, paddle=paddle_train)),
-                        ("inference", dict(gluon=gluon_infer, pytorch=torch_infer, paddle=paddle_infer))):
+    for what, cases in (("train step", {"gluon": gluon_train, "pytorch": torch_train, "paddle": paddle_train,
+                                        "gluon kernel": kernel_train}),
+                        ("inference", {"gluon": gluon_infer, "pytorch": torch_infer, "paddle": paddle_infer,
+                                       "gluon kernel": kernel_infer})):
         rate = {k: args.batch_size / t for k, t in interleaved(cases, args.iters, args.warmup).items()}
         print(f"{what:10s}  " + "   ".join(f"{k} {v:8.1f} img/s" for k, v in rate.items()) +
-              "   " + "  ".join(f"{k}/gluon {rate[k] / rate['gluon']:5.2f}" for k in ("pytorch", "paddle")))
+              "   " + "  ".join(f"{k}/gluon {rate[k] / rate['gluon']:5.2f}" for k in ("pytorch", "paddle")) +
+              f"  gluon/gluon kernel {rate['gluon'] / rate['gluon kernel']:5.2f}")
     return 0
 
 
