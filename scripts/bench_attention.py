@@ -60,19 +60,14 @@ def main(argv=None):
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
     gx, gy = mx.nd.array(x), mx.nd.array(dense)
 
-    class KernelUpSample(gluon_attention.UpSample):
-        def hybrid_forward(self, F, x, like):
-            return F.contrib.BilinearResize2D(x, like, mode="like")
+    def kernel_upsampling(block):
+        if isinstance(block, gluon_attention.UpSample):
+            block.hybrid_forward = lambda F, x, like: F.contrib.BilinearResize2D(x, like, mode="like")
 
     def gluon_runner(upsample_kernel):
         net = gluon_impl.create_model(args.model, num_classes=10)
         if upsample_kernel:
-            blocks = []
-            net.apply(blocks.append)
-            for parent in blocks:
-                for name, child in list(parent._children.items()):
-                    if isinstance(child, gluon_attention.UpSample):
-                        setattr(parent, name, KernelUpSample())
+            net.apply(kernel_upsampling)
         mx.random.seed(0)
         net.initialize(mx.init.MSRAPrelu())
         net.hybridize(static_alloc=True, static_shape=True)
