@@ -1,7 +1,9 @@
 """SimAM alone: the Paddle layer and its PyTorch port against each other and against the
 paper's formula (values written in numpy; input gradients by autograd through the formula
 composed of torch ops, independent of the gradient rule both layers write out), including
-channels of zero variance and inputs of large magnitude."""
+channels of zero variance and inputs of large magnitude. Every case runs the PyTorch layer's
+training kernels both ways: compiled by inductor, as where a C++ compiler is present, and
+eagerly, as elsewhere."""
 import numpy as np
 import paddle
 import pytest
@@ -10,6 +12,13 @@ import torch
 from paddle_impl.models.alexnet import SimAM as PaddleSimAM
 from parity_tests.tolerances import assert_close
 from pytorch_impl.models.alexnet import SimAM as TorchSimAM
+
+
+@pytest.fixture(params=["compiled", "eager"], autouse=True)
+def torch_kernels(request, monkeypatch):
+    from pytorch_impl.models import alexnet
+    for name in ("_train_forward", "_backward"):
+        monkeypatch.setattr(alexnet, name, getattr(getattr(alexnet, name), request.param))
 
 
 def simam_formula(x, e_lambda):

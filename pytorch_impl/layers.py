@@ -5,7 +5,15 @@
 the running variance is updated: torch's unbiased batch variance (``biased_var=False``,
 the default, for models born in PyTorch) or MXNet's and Paddle's biased one
 (``biased_var=True``, for ports of Gluon and Paddle models).
+
+``fused(fn)`` runs a function of tensors as the fused kernels inductor generates for it,
+where a compiler for the device is present (``compiler_present``).
 """
+import functools
+import importlib.util
+import os
+import shutil
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,3 +61,33 @@ class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, biased_var=False):
         super().__init__(num_features, eps=eps, momentum=momentum)
         self._setup(biased_var)
+
+
+def compiler_present(device_type):
+    """Whether inductor can build kernels for ``device_type``: a C++ compiler (``$CXX``,
+    ``g++`` or ``c++`` on the PATH) for the CPU, Triton for CUDA."""
+    if device_type == "cpu":
+        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++"))
+    return device_type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+class fused:
+    """``fn``, a function of tensors whose first argument's device is the computation's, run
+    as the kernels inductor generates (``torch.compile(fn, dynamic=True)``: a chain of
+    elementwise operations and reductions becomes a few passes over memory, one compilation
+    per dtype serves every shape, the first call compiles) where ``compiler_present`` says
+    it can; elsewhere, and inside a graph that torch.compile is tracing (which fuses it with
+    the rest), ``fn`` itself. ``eager`` and ``compiled`` are the two versions."""
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.eager = fn
+
+    @functools.cached_property
+    def compiled(self):
+        return torch.compile(self.eager, dynamic=True)
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling() or not compiler_present(args[0].device.type):
+            return self.eager(*args)
+        return self.compiled(*args)

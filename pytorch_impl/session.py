@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import functools
 import os
-import shutil
 
 import torch
 import torch.distributed as dist
@@ -19,6 +18,7 @@ from common.checkpoint import atomic_path
 from common.convert import match_state, upgrade_names
 from common.processes import Processes
 from common.runs import refuse
+from pytorch_impl.layers import compiler_present
 from pytorch_impl.weights import model_shapes
 
 
@@ -77,8 +77,7 @@ def compiled(module, device):
     with a C++ compiler, without which it ends with one line). Random operations (dropout)
     draw from torch's own generator as in eager mode (inductor's ``fallback_random``), so a
     seed gives the same masks compiled or not. ``module`` keeps the weights."""
-    if torch.device(device).type == "cpu" and not any(
-            shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++")):
+    if torch.device(device).type == "cpu" and not compiler_present("cpu"):
         refuse("--compile: torch.compile builds its CPU kernels with a C++ compiler, and "
                "none (g++, c++ or $CXX) is on the PATH")
     from torch._inductor import config
