@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from common.memory import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -32,7 +34,9 @@ def cifar10_mini():
 
 def pytest_collection_finish(session):
     """Paddle's CPU operators on every core in the test process, as the train scripts run
-    them (Paddle alone uses one thread: measured 1.47x slower per convolution here)."""
+    them (Paddle alone uses one thread: measured 1.47x slower per convolution here), and
+    freed memory kept for the next tensor, as they keep it (``common/memory.py``)."""
+    keep_freed_memory()
     if "paddle" in sys.modules:
         import paddle_impl
         paddle_impl.set_threads(len(os.sched_getaffinity(0)))

@@ -37,6 +37,7 @@ from .checkpoint import CheckpointError, atomic_open
 from .convert import ConversionError
 from .data import DATASETS, DEFAULT_DATASET, DatasetError, get_dataset
 from .loader import BatchLoader, ShardLoader
+from .memory import keep_freed_memory
 from .processes import Processes
 
 
@@ -325,7 +326,9 @@ def open_run(args, framework, name, module, session, argv=None, main=True, board
     A folder that cannot be used ends the command with one line and exit status 2, before
     anything is written. A process other than the ``main`` one gets a silent log. The
     framework then runs on ``--threads`` threads (:func:`use_threads`), set after every
-    import (importing a framework can change another's count)."""
+    import (importing a framework can change another's count), and freed memory is kept for
+    the next tensor (:func:`common.memory.keep_freed_memory`)."""
+    keep_freed_memory()
     try:
         log_dir = run_folder.run_dir(args, name)
         moved, changed = run_folder.claim(args, log_dir, session, main)

@@ -14,6 +14,7 @@ torch.compile (``pytorch compiled``; its warm-up iterations compile).
 import argparse
 import os
 
+from common.memory import keep_freed_memory
 from scripts.timing import interleaved
 
 
@@ -33,6 +34,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     import mxnet as mx
     import numpy as np
     import paddle

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from common.memory import keep_freed_memory
 from scripts.timing import interleaved
 
 
@@ -36,6 +37,7 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
+    keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     import mxnet as mx
     import numpy as np
     import paddle

@@ -18,6 +18,8 @@ import os
 import sys
 import tempfile
 
+from common.memory import keep_freed_memory
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -34,6 +36,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import mxnet as mx  # noqa: F401  (imported before torch's thread count is set)
     import numpy as np

@@ -6,7 +6,11 @@
    measured in a fresh subprocess (growth of the resident set, sampled every 0.5 ms, on the
    CPU; ``max_memory_allocated`` on a GPU).
 2. Models: SAN10 pairwise and patchwise inference images/s at 224x224, batch 8, PyTorch,
-   Paddle and Gluon (hybridized) side by side.
+   Paddle and Gluon (hybridized) side by side; and, as the measure of each framework's own
+   convolution cost, the same network's convolution layers alone, each on the input it had
+   in the model, in PyTorch and Paddle. Paddle's ratio to PyTorch on the whole network over
+   its ratio on the convolutions alone is what SAN's operators and the other layers cost
+   Paddle beyond its convolutions (1.00: nothing).
 
 Compared runs are interleaved, thread counts set after all imports, and medians taken over
 ``--iters`` iterations (15 or more).
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import time
 
+from common.memory import keep_freed_memory
 from scripts.timing import interleaved
 
 OPS = ("aggregation", "subtraction2")
@@ -146,6 +151,24 @@ def bench_ops(args):
               f"{t['unfold'] / t['ours']:.2f}x, memory {memory['unfold'] / max(memory['ours'], 1e-9):.2f}x")
 
 
+def convolutions_alone(layers, register, run):
+    """A callable running each of ``layers`` (a model's convolutions) on the input it had
+    when ``run()`` ran the model; ``register(layer, hook)`` adds a forward hook
+    ``hook(layer, inputs, output)`` and returns its handle."""
+    calls = []
+    handles = [register(layer, lambda layer, inputs, output: calls.append((layer, inputs[0])))
+               for layer in layers]
+    run()
+    for handle in handles:
+        handle.remove()
+
+    def convolutions():
+        for layer, x in calls:
+            out = layer(x)
+        return out
+    return convolutions
+
+
 def bench_models(args):
     import mxnet as mx
     import numpy as np
@@ -180,11 +203,29 @@ def bench_models(args):
         def run_gluon():
             with autograd.predict_mode():
                 g_model(gx).asnumpy()
-        seconds = interleaved({"pytorch": run_torch, "paddle": run_paddle, "gluon": run_gluon},
+        t_convs = convolutions_alone([m for m in t_model.modules() if isinstance(m, torch.nn.Conv2d)],
+                                     torch.nn.Module.register_forward_hook, run_torch)
+        p_convs = convolutions_alone([m for m in p_model.sublayers() if isinstance(m, paddle.nn.Conv2D)],
+                                     paddle.nn.Layer.register_forward_post_hook, run_paddle)
+
+        def torch_convs():
+            with torch.no_grad():
+                t_convs()
+
+        def paddle_convs():
+            with paddle.no_grad():
+                p_convs().numpy()
+        seconds = interleaved({"pytorch": run_torch, "paddle": run_paddle, "gluon": run_gluon,
+                               "pytorch convolutions": torch_convs, "paddle convolutions": paddle_convs},
                               args.iters, warmup=1)
         speed = {k: args.model_batch / v for k, v in seconds.items()}
-        print(f"  {name:16s} " + " | ".join(f"{k} {v:7.2f} img/s" for k, v in speed.items()) +
-              " | " + ", ".join(f"{k}/pytorch {speed[k] / speed['pytorch']:.2f}x" for k in ("paddle", "gluon")))
+        ratio = {k: speed[k] / speed["pytorch"] for k in ("paddle", "gluon")}
+        convs = speed["paddle convolutions"] / speed["pytorch convolutions"]
+        print(f"  {name:16s} " + " | ".join(f"{k} {speed[k]:7.2f} img/s" for k in ("pytorch", "paddle", "gluon")) +
+              " | " + ", ".join(f"{k}/pytorch {v:.2f}x" for k, v in ratio.items()))
+        print(f"  {'':16s} convolutions alone: pytorch {seconds['pytorch convolutions'] * 1e3:.1f} ms, "
+              f"paddle {seconds['paddle convolutions'] * 1e3:.1f} ms, paddle/pytorch {convs:.2f}x; "
+              f"paddle beyond its convolutions: {convs / ratio['paddle']:.2f}x")
 
 
 def main(argv=None):
@@ -205,6 +246,7 @@ def main(argv=None):
         op, impl, child_args = json.loads(args.memory_child)
         print(peak_memory_child(op, impl, argparse.Namespace(**child_args)))
         return
+    keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     if args.iters < 15:
         parser.error("--iters must be at least 15 (medians over 15+ runs)")
     if not args.skip_ops:

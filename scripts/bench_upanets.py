@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from common.memory import keep_freed_memory
+
 
 def _threads_from_argv(argv):
     for i, arg in enumerate(argv):
@@ -135,6 +137,7 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true",
                         help="also time PyTorch through torch.compile (the warm-up compiles)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)

@@ -32,6 +32,7 @@ from common.convert import ConversionError
 from common.data import IMAGE_EXTENSIONS, DatasetError, ImageFolder
 from common.convert import to_canonical
 from common.formats import format_of, names_of, num_classes_of, read_state
+from common.memory import keep_freed_memory
 from common.runs import progress
 from common.specs import SPECS, model_card, read_model_card
 from common.transforms import inference, resize_image
@@ -184,6 +185,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
+    keep_freed_memory()
     files, missing = expand(args.inputs)
     failed = bool(missing)
     for item in missing:
