@@ -34,4 +34,6 @@ def keep_freed_memory():
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
         return False
-    return (mallopt(M_MMAP_THRESHOLD, KEPT_BLOCK) == 1) & (mallopt(M_TRIM_THRESHOLD, KEPT_HEAP) == 1)
+    kept = [mallopt(parameter, value) == 1  # 1: set
+            for parameter, value in ((M_MMAP_THRESHOLD, KEPT_BLOCK), (M_TRIM_THRESHOLD, KEPT_HEAP))]
+    return all(kept)
