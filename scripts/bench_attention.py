@@ -1,7 +1,7 @@
 """Speed of Attention-56 (CIFAR): native Gluon (hybridized) vs the PyTorch and Paddle
 ports, on CPU.
 
-    python -m scripts.bench_attention [--batch-size 64] [--iters 15] [--threads 2]
+    python -m scripts.bench_attention [--batch-size 64] [--iters 15] [--threads 2] [--imperative]
 
 Train step (forward, backward, NAG update of the recipe) and inference (eval forward) in
 images/s, float32, batch 64 by default. The runs are interleaved (:mod:`scripts.timing`) so
@@ -10,7 +10,8 @@ that load on the machine hits all alike; every framework gets the same thread co
 torch's). Prints medians over ``--iters`` iterations after ``--warmup`` and each port's
 ratio to Gluon (> 1: the port is faster), and native Gluon's ratio to the same network (same
 weights) with the original code's up-sampling kernel, ``contrib.BilinearResize2D``, where the
-native one takes matrix products (``gluon kernel``).
+native one takes matrix products (``gluon kernel``). ``--imperative`` runs both Gluon networks
+without hybridizing them (the original's train script offers both).
 """
 import argparse
 import os
@@ -29,6 +30,7 @@ def parse(argv):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--memory-format", choices=("channels_last", "contiguous"),
                         default="channels_last", help="PyTorch layout (the train script's)")
+    parser.add_argument("--imperative", action="store_true", help="run Gluon without hybridizing")
     args = parser.parse_args(argv)
     if args.iters < 15:
         parser.error("--iters must be at least 15 (medians over fewer say little)")
@@ -72,7 +74,8 @@ def main(argv=None):
             net.apply(kernel_upsampling)
         mx.random.seed(0)
         net.initialize(mx.init.MSRAPrelu())
-        net.hybridize(static_alloc=True, static_shape=True)
+        if not args.imperative:
+            net.hybridize(static_alloc=True, static_shape=True)
         trainer = gluon.Trainer(net.collect_params(), "nag",
                                 {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
 
@@ -125,7 +128,8 @@ def main(argv=None):
             layer(px).numpy()
 
     print(f"{args.model}, batch {args.batch_size}, float32, CPU, {args.threads} threads "
-          f"(torch {torch.get_num_threads()}, {args.memory_format}), medians of {args.iters} "
+          f"(torch {torch.get_num_threads()}, {args.memory_format}; gluon "
+          f"{'imperative' if args.imperative else 'hybridized'}), medians of {args.iters} "
           "interleaved iterations")
     for what, cases in (("train step", {"gluon": gluon_train, "pytorch": torch_train, "paddle": paddle_train,
                                         "gluon kernel": kernel_train}),
