@@ -8,9 +8,9 @@
 2. Models: SAN10 pairwise and patchwise inference images/s at 224x224, batch 8, PyTorch,
    Paddle and Gluon (hybridized) side by side; and, as the measure of each framework's own
    convolution cost, the same network's convolution layers alone, each on the input it had
-   in the model, in PyTorch and Paddle. Paddle's ratio to PyTorch on the whole network over
-   its ratio on the convolutions alone is what SAN's operators and the other layers cost
-   Paddle beyond its convolutions (1.00: nothing).
+   in the model, in PyTorch and Paddle. Paddle's ratio to PyTorch on the convolutions alone
+   over its ratio on the whole network is what SAN's operators and the other layers cost
+   Paddle beyond its convolutions (1.00: as much more than PyTorch as its convolutions).
 
 Compared runs are interleaved, thread counts set after all imports, and medians taken over
 ``--iters`` iterations (15 or more).
