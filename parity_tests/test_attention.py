@@ -332,18 +332,21 @@ def gluon_recipe_steps(net, batches, base_lr=0.01, wd=1e-4):
     return to_canonical(gluon_state(net), "gluon")
 
 
-def test_three_training_steps_float64():
-    """The Gluon recipe for three steps on real digits batches (batch 4, augmentation,
+def test_two_training_steps_float64():
+    """The Gluon recipe for two steps on real digits batches (batch 4, augmentation,
     mixup lambda per batch, smoothing 0.1, NAG momentum 0.9, wd 1e-4, gluoncv warmup over 3
-    iterations then cosine: lr 0.005, 0.01, 0.01) from MSRAPrelu weights: every weight and
+    iterations then cosine: lr 0.005, then 0.01) from MSRAPrelu weights: every weight and
     running statistic agrees in float64.
 
-    The base rate is small on purpose: this network's float64 training amplifies round-off
-    about 100-fold per step (a 1e-11 relative change of the weights moves the next gradients
-    by 2e-9 in torch alone, measured), and at lr 0.1 the loss diverges from 9.7 to 28 in three
-    steps and the frameworks' round-off reaches 3e-9. A changing rate still separates MXNet's
-    lr-inside-the-momentum rule from torch's by far more than the tolerance."""
-    name, steps, batch, base_lr, wd = "attention56_cifar", 3, 4, 0.01, 1e-4
+    The base rate is small and the steps few on purpose: this network's float64 training
+    amplifies round-off about 100-fold per step (a 1e-11 relative change of the weights moves
+    the next gradients by 2e-9 in torch alone, measured), and at lr 0.1 the loss diverges from
+    9.7 to 28 in three steps and the frameworks' round-off reaches 3e-9. A third step put the
+    round-off at the tolerance: within it on an AMD EPYC host, 3.5 tolerances off on an Intel
+    Xeon one (the BatchNorm biases; two steps: 0.10 there). The rate changes between the two
+    steps, which separates MXNet's lr-inside-the-momentum rule from torch's by far more than
+    the tolerance."""
+    name, steps, batch, base_lr, wd = "attention56_cifar", 2, 4, 0.01, 1e-4
     net, model = build_pair(name, np.float64, seed=6, perturb=False)
     batches = list(recipe_batches(batch, steps, base_lr))
     expected = gluon_recipe_steps(net, batches, base_lr, wd)
