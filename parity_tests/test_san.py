@@ -169,11 +169,13 @@ def test_forward_eval_float32(sa_type):
 
 def test_forward_train_and_running_statistics_float64(pair64):
     """Train mode: batch statistics in the forward, and torch's unbiased running-variance
-    update reproduced by the Paddle batch norms."""
+    update reproduced by the Paddle batch norms. At batch ``GRAD_BATCH``: over 2 images the
+    last stages normalise 2 and 1 pixels, and the patchwise logits were 1.73 float64
+    tolerances off on an Intel Xeon host (0.003 over 4; within the tolerance on AMD EPYC)."""
     t_model, p_model = pair64
     t_model.train(), p_model.train()
     before_t, before_p = torch_state(t_model), paddle_state(p_model)
-    x = images(np.float64, seed=2)
+    x = images(np.float64, seed=2, n=GRAD_BATCH)
     with torch.no_grad():
         expected = t_model(torch.from_numpy(x)).numpy()
     with paddle.no_grad():

@@ -249,7 +249,12 @@ def test_three_sgd_steps_float64(pair64):
 def test_trained_on_cifar10_mini_same_predictions_in_gluon(cifar10_mini, tmp_path):
     """A reduced SAN trained briefly on real CIFAR-10 images by pytorch_impl.train_san (in
     this process, one thread), its model-last.pth read into the Gluon port (hybridized) by
-    the naming rules: the same float32 logits and predictions on all 509 test images."""
+    the naming rules: the same float32 logits and predictions on all 509 test images.
+
+    The rate is small so that eval mode stays finite: after 20 batches of 8 the running
+    statistics lag the weights, and each SA block multiplies the lag (on an Intel Xeon host,
+    the test loss was 2.29 at lr 3e-4, 5e5 at 1e-3 and 8e25 at 2e-2, with one class predicted
+    for every image; float64 gives the same logits, so it is the weights, not round-off)."""
     run_dir = tmp_path / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -258,7 +263,7 @@ def test_trained_on_cifar10_mini_same_predictions_in_gluon(cifar10_mini, tmp_pat
             torch_train_san.main(["--model", "san10_patchwise", "--dataset", "cifar10", "--data-dir",
                                   str(cifar10_mini), "--layers", "1", "1", "1", "1", "1",
                                   "--batch-size", "8", "--max-batches", "20", "--epochs", "1",
-                                  "--lr", "0.02", "--workers", "0", "--log-dir", str(run_dir)])
+                                  "--lr", "0.0003", "--workers", "0", "--log-dir", str(run_dir)])
     finally:
         torch.set_num_threads(threads)
     state = read_state(run_dir / "model-last.pth")
