@@ -15,7 +15,7 @@ import argparse
 import os
 
 from common.memory import keep_freed_memory
-from scripts.timing import interleaved
+from scripts.timing import interleaved, one_process
 
 
 def parse_args(argv=None):
@@ -35,13 +35,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
+    one_process(args.threads)
+    import gluon_impl  # first: its MXNet settings apply as MXNet loads
     import mxnet as mx
     import numpy as np
     import paddle
     import torch
     from mxnet import autograd
 
-    import gluon_impl
     import paddle_impl
     import pytorch_impl
     from common.formats import convert_state

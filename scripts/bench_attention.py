@@ -18,7 +18,7 @@ import os
 import sys
 
 from common.memory import keep_freed_memory
-from scripts.timing import interleaved
+from scripts.timing import interleaved, one_process
 
 
 def parse(argv):
@@ -40,13 +40,14 @@ def parse(argv):
 def main(argv=None):
     args = parse(argv)
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
+    one_process(args.threads)
+    import gluon_impl  # first: its MXNet settings apply as MXNet loads
     import mxnet as mx
     import numpy as np
     import paddle
     import torch
     from mxnet import autograd, gluon
 
-    import gluon_impl
     import paddle_impl
     import pytorch_impl
     from gluon_impl.models import attention as gluon_attention

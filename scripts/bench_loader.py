@@ -111,7 +111,7 @@ def main(argv=None):
         transform = transforms.imagenet_train(IMAGENET_MEAN, IMAGENET_STD)
         cases = {f"{w} workers": epochs(BatchLoader(train, args.batch, transform, shuffle=True,
                                                     workers=w)) for w in (0, 1, 2)}
-        seconds = interleaved(cases, args.iters, args.warmup)
+        seconds = interleaved(cases, args.iters, args.warmup, settle=0)
         sizes = {train.images[i].shape[:2] for i in range(min(8, len(train)))}
         print(f"ImageNet 224 train transform, {len(train)} JPEGs of "
               f"{' and '.join(f'{w}x{h}' for h, w in sorted(sizes))}, batch {args.batch}, "
@@ -144,7 +144,7 @@ def main(argv=None):
             loader = BatchLoader(pixel, 1, lambda image, rng: image, workers=2)
             list(loader.epoch(0))
             loader.close()
-        start = interleaved({"start": fork_and_stop}, args.iters, 1)["start"]
+        start = interleaved({"start": fork_and_stop}, args.iters, 1, settle=0)["start"]
         print(f"  forking and stopping 2 workers (an epoch of one 1-pixel image): "
               f"{start * 1e3:.1f} ms")
 
@@ -153,7 +153,7 @@ def main(argv=None):
     make = lambda cls, w: epochs(cls(digits, 64, transform, shuffle=True, workers=w))
     cases = {"threads, 2 workers": make(thread_loader(BatchLoader), 2)}  # the loader before
     cases.update({f"{w} workers": make(BatchLoader, w) for w in (0, 1, 2)})
-    seconds = interleaved(cases, 3 * args.iters, args.warmup)
+    seconds = interleaved(cases, 3 * args.iters, args.warmup, settle=0)
     print(f"digits, CIFAR train transform, {len(digits)} images 32x32, batch 64, "
           f"median of {3 * args.iters} epochs")
     report(seconds, len(digits), "threads, 2 workers")

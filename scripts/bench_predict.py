@@ -10,7 +10,8 @@ preprocessed images (the transform is numpy, the same for all) and returns numpy
 every asynchronous step is closed before the clock stops. Cases run interleaved
 (:mod:`scripts.timing`); prints images/s as medians over ``--iters`` iterations and the ratio
 to PyTorch. Thread counts: ``OMP_NUM_THREADS`` before the frameworks are imported (Paddle and
-MXNet read it then), torch's and onnxruntime's explicitly after every import.
+MXNet read it then; :func:`scripts.timing.one_process`), torch's and onnxruntime's explicitly
+after every import.
 """
 import argparse
 import importlib
@@ -19,6 +20,7 @@ import sys
 import tempfile
 
 from common.memory import keep_freed_memory
+from scripts.timing import interleaved, one_process
 
 
 def parse_args(argv=None):
@@ -37,7 +39,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    one_process(args.threads)
+    import gluon_impl  # noqa: F401  (first: its MXNet settings apply as MXNet loads)
     import mxnet as mx  # noqa: F401  (imported before torch's thread count is set)
     import numpy as np
     import onnxruntime
@@ -47,7 +50,6 @@ def main(argv=None):
     from common.specs import input_size
     from pytorch_impl.export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from scripts.predict import load
-    from scripts.timing import interleaved
 
     torch.set_num_threads(args.threads)  # after every import: importing mxnet drops it to one
     paddle.base.core.set_num_threads(args.threads)

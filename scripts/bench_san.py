@@ -26,7 +26,7 @@ import sys
 import time
 
 from common.memory import keep_freed_memory
-from scripts.timing import interleaved
+from scripts.timing import interleaved, one_process
 
 OPS = ("aggregation", "subtraction2")
 
@@ -170,13 +170,13 @@ def convolutions_alone(layers, register, run):
 
 
 def bench_models(args):
+    import gluon_impl  # first: its MXNet settings apply as MXNet loads
     import mxnet as mx
     import numpy as np
     import paddle
     import torch
     from mxnet import autograd
 
-    import gluon_impl
     import paddle_impl
     import pytorch_impl
     for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import
@@ -247,6 +247,7 @@ def main(argv=None):
         print(peak_memory_child(op, impl, argparse.Namespace(**child_args)))
         return
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
+    one_process(args.threads)
     if args.iters < 15:
         parser.error("--iters must be at least 15 (medians over 15+ runs)")
     if not args.skip_ops:

@@ -4,24 +4,23 @@
 
 Train step (forward, backward, the recipe's SGD step) and inference (eval mode), Gluon
 hybridized in both as its train script runs it, images/s at 32x32, as medians over ``--iters`` timed iterations after
-``--warmup`` untimed ones. The frameworks run interleaved (one iteration of each in turn), so
-a change in machine load affects all of them alike. Thread counts: OMP_NUM_THREADS is set
-before the frameworks are imported (Paddle and MXNet read it then; Paddle sets 1 when it is
-unset) and torch's after all imports (importing MXNet drops torch to one thread).
+``--warmup`` untimed ones. The frameworks run interleaved (:mod:`scripts.timing`: one
+iteration of each in turn, a pause after each), so a change in machine load affects all of
+them alike. Thread counts: OMP_NUM_THREADS is set before the frameworks are imported (Paddle
+and MXNet read it then; Paddle sets 1 when it is unset; :func:`scripts.timing.one_process`)
+and each framework's after all imports (importing MXNet drops torch to one thread).
 Prints ratios to PyTorch, and each port's ratio to the same network from plain fused layers
 (``<framework> plain``: every BatchNorm updates its running variance the framework's own way,
 the kernel alone; the ports add a C-length correction to torch's unbiased rule).
 ``--compile`` adds PyTorch through torch.compile (``pytorch compiled``).
 """
 import argparse
-import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 from common.memory import keep_freed_memory
+from scripts.timing import interleaved, one_process
 
 
 def _threads_from_argv(argv):
@@ -33,8 +32,9 @@ def _threads_from_argv(argv):
     return "2"
 
 
-os.environ["OMP_NUM_THREADS"] = _threads_from_argv(sys.argv)
+one_process(_threads_from_argv(sys.argv))
 
+import gluon_impl  # noqa: E402  (first: its MXNet settings apply as MXNet loads)
 import mxnet as mx  # noqa: E402
 import paddle  # noqa: E402
 import torch  # noqa: E402
@@ -42,6 +42,8 @@ import torch.nn.functional as TF  # noqa: E402
 from mxnet import autograd  # noqa: E402
 
 import gluon_impl.torch_optim  # noqa: E402,F401  (registers 'torchsgd')
+import paddle_impl  # noqa: E402
+import pytorch_impl  # noqa: E402
 from gluon_impl import create_model as gluon_model  # noqa: E402
 from gluon_impl.layers import TorchRunningVariance  # noqa: E402
 from paddle_impl import create_model as paddle_model  # noqa: E402
@@ -145,19 +147,15 @@ def main(argv=None):
                "paddle plain": paddle_runner(x, y, plain=True), "gluon plain": gluon_runner(x, y, plain=True)}
     if args.compile:
         runners["pytorch compiled"] = torch_runner(x, y, compile_model=True)
-    torch.set_num_threads(args.threads)  # after every import: mxnet drops torch to one thread
-    print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS {os.environ['OMP_NUM_THREADS']}")
-    times = {(fw, kind): [] for fw in runners for kind in ("train", "infer")}
-    for i in range(args.warmup + args.iters):
-        for kind, index in (("train", 0), ("infer", 1)):
-            for fw, fns in runners.items():
-                start = time.perf_counter()
-                fns[index]()
-                if i >= args.warmup:
-                    times[fw, kind].append(time.perf_counter() - start)
-    print(f"UPANets16, batch {args.batch}, 32x32, CPU, {args.threads} threads, "
-          f"median of {args.iters} iterations (images/s; ratio to PyTorch)")
-    speed = {key: args.batch / statistics.median(t) for key, t in times.items()}
+    for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import
+        framework.set_threads(args.threads)
+    speed = {}
+    for kind, index in (("train", 0), ("infer", 1)):
+        seconds = interleaved({fw: fns[index] for fw, fns in runners.items()}, args.iters, args.warmup)
+        speed.update({(fw, kind): args.batch / t for fw, t in seconds.items()})
+    print(f"UPANets16, batch {args.batch}, 32x32, CPU, {args.threads} threads "
+          f"(torch {torch.get_num_threads()}), median of {args.iters} iterations "
+          "(images/s; ratio to PyTorch)")
     for kind in ("train", "infer"):
         for fw in runners:
             plain = (f"  port / plain x{speed[fw, kind] / speed[fw + ' plain', kind]:.2f}"
