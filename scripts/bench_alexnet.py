@@ -36,13 +36,13 @@ def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     one_process(args.threads)
-    import gluon_impl  # first: its MXNet settings apply as MXNet loads
     import mxnet as mx
     import numpy as np
     import paddle
     import torch
     from mxnet import autograd
 
+    import gluon_impl
     import paddle_impl
     import pytorch_impl
     from common.formats import convert_state

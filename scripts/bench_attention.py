@@ -41,13 +41,13 @@ def main(argv=None):
     args = parse(argv)
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     one_process(args.threads)
-    import gluon_impl  # first: its MXNet settings apply as MXNet loads
     import mxnet as mx
     import numpy as np
     import paddle
     import torch
     from mxnet import autograd, gluon
 
+    import gluon_impl
     import paddle_impl
     import pytorch_impl
     from gluon_impl.models import attention as gluon_attention

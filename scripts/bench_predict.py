@@ -40,7 +40,6 @@ def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()  # as the train and predict scripts do (common/memory.py)
     one_process(args.threads)
-    import gluon_impl  # noqa: F401  (first: its MXNet settings apply as MXNet loads)
     import mxnet as mx  # noqa: F401  (imported before torch's thread count is set)
     import numpy as np
     import onnxruntime

@@ -170,13 +170,13 @@ def convolutions_alone(layers, register, run):
 
 
 def bench_models(args):
-    import gluon_impl  # first: its MXNet settings apply as MXNet loads
     import mxnet as mx
     import numpy as np
     import paddle
     import torch
     from mxnet import autograd
 
+    import gluon_impl
     import paddle_impl
     import pytorch_impl
     for framework in (gluon_impl, paddle_impl, pytorch_impl):  # after every import

@@ -34,13 +34,13 @@ def _threads_from_argv(argv):
 
 one_process(_threads_from_argv(sys.argv))
 
-import gluon_impl  # noqa: E402  (first: its MXNet settings apply as MXNet loads)
 import mxnet as mx  # noqa: E402
 import paddle  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as TF  # noqa: E402
 from mxnet import autograd  # noqa: E402
 
+import gluon_impl  # noqa: E402
 import gluon_impl.torch_optim  # noqa: E402,F401  (registers 'torchsgd')
 import paddle_impl  # noqa: E402
 import pytorch_impl  # noqa: E402

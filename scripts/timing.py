@@ -31,10 +31,12 @@ SETTLE_S = 0.25  # above Intel OpenMP's default KMP_BLOCKTIME (200 ms)
 def one_process(threads):
     """Set the environment for timing several frameworks side by side: ``threads`` OpenMP
     threads (MXNet and Paddle read ``OMP_NUM_THREADS`` at import; each framework's
-    ``set_threads`` still runs after every import) and MXNet's ``NaiveEngine``. Call it
+    ``set_threads`` still runs after every import), MXNet's ``NaiveEngine``, and
+    ``gluon_impl``'s settings of MXNet (it is imported here, before MXNet loads). Call it
     before any framework is imported."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MXNET_ENGINE_TYPE"] = "NaiveEngine"
+    import gluon_impl  # noqa: F401
 
 
 def interleaved(cases, iters, warmup, settle=SETTLE_S):

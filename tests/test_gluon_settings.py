@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # inference pass in float32; prints a digest of the logits, the loss, every gradient and
 # every updated parameter.
 STEP = """
-import hashlib, sys
+import hashlib
 import gluon_impl
 import gluon_impl.torch_optim
 import mxnet as mx
