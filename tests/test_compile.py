@@ -107,3 +107,32 @@ def test_predict_refuses_compile_for_another_framework(runs, images, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: --compile: torch.compile runs PyTorch models; this one runs in paddle "
         "(--framework pytorch converts it)")
+
+
+def test_the_attention_resize_compiles_without_numpy_in_the_graph(monkeypatch):
+    """Attention's bilinear resize reads cached, read-only NumPy matrices, which dynamo fails
+    to take into a graph: ``--compile`` of every Attention model stopped there, here (torch
+    2.13, NumPy 1.23) at a matrix's second use and on a CUDA machine (torch 2.11, NumPy 2.5)
+    at its first. Arrays whose writeable flag cannot be restored (views of a read-only base,
+    as NumPy 2 treats the cached ones) make it fail at once: two resizes of different sizes
+    in one compiled function give the eager result."""
+    from common.attention_arch import bilinear_matrix
+    from pytorch_impl.models import attention
+
+    def refusing(size_in, size_out):
+        return bilinear_matrix(size_in, size_out)[:]  # numpy refuses to make it writeable
+
+    with pytest.raises(ValueError):
+        refusing(4, 8).flags.writeable = True
+    monkeypatch.setattr(attention, "bilinear_matrix", refusing)
+    torch._dynamo.reset()
+
+    def twice(x, first, second):
+        resize = attention.bilinear_resize_like
+        return resize(resize(x, first), second) * 2
+
+    x = torch.randn(2, 3, 4, 5)
+    first, second = torch.zeros(1, 1, 8, 10), torch.zeros(1, 1, 7, 9)
+    compiled = torch.compile(twice)(x, first, second)
+    assert compiled.shape == (2, 3, 7, 9)
+    assert_close(compiled, twice(x, first, second), np.float32, "compiled resizes")

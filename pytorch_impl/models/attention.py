@@ -36,14 +36,23 @@ def batch_norm(channels):
     return BatchNorm2d(channels, eps=1e-5, momentum=GLUON_BN_MOMENTUM, biased_var=True)
 
 
+@torch.compiler.disable
+def interpolation_matrices(size_in, size_out):
+    """:func:`common.attention_arch.bilinear_matrix` of both axes (``size_in`` and
+    ``size_out`` are (height, width) pairs) as float64 CPU tensors. torch.compile calls it
+    outside the graph (one graph break per resize): the cached matrices are read-only NumPy
+    arrays, which dynamo fails to take into a graph ("Expected np.nditer base": torch 2.13
+    with NumPy 1.23 at a matrix's second use, torch 2.11 with NumPy 2.5 at its first), so no
+    array ever reaches it."""
+    return tuple(torch.tensor(bilinear_matrix(i, o)) for i, o in zip(size_in, size_out))
+
+
 def bilinear_resize_like(x, like):
     """Resize ``x`` (N, C, H, W) to the height and width of ``like`` as MXNet's
     ``contrib.BilinearResize2D(x, like, mode='like')`` does: separable align_corners=True
-    interpolation, one matrix product per axis (:func:`common.attention_arch.bilinear_matrix`)."""
-    (h_in, w_in), (h_out, w_out) = x.shape[-2:], like.shape[-2:]
-    rows = torch.tensor(bilinear_matrix(h_in, h_out)).to(x)
-    cols = torch.tensor(bilinear_matrix(w_in, w_out)).to(x)
-    return torch.matmul(torch.matmul(rows, x), cols.t())
+    interpolation, one matrix product per axis (:func:`interpolation_matrices`)."""
+    rows, cols = interpolation_matrices(tuple(x.shape[-2:]), tuple(like.shape[-2:]))
+    return torch.matmul(torch.matmul(rows.to(x), x), cols.to(x).t())
 
 
 class BottleneckV2(nn.Module):
