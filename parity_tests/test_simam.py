@@ -1,9 +1,10 @@
 """SimAM alone: the Paddle layer and its PyTorch port against each other and against the
 paper's formula (values written in numpy; input gradients by autograd through the formula
 composed of torch ops, independent of the gradient rule both layers write out), including
-channels of zero variance and inputs of large magnitude. Every case runs the PyTorch layer's
-training kernels both ways: compiled by inductor, as where a C++ compiler is present, and
-eagerly, as elsewhere."""
+channels of zero variance and inputs of large magnitude. Every case runs each layer both
+ways: PyTorch's training kernels compiled by inductor and Paddle's fused C++ operator
+(``paddle_impl/kernels/simam.cc``), as where a C++ compiler is present, and eagerly and
+composed, as elsewhere."""
 import numpy as np
 import paddle
 import pytest
@@ -19,6 +20,18 @@ def torch_kernels(request, monkeypatch):
     from pytorch_impl.models import alexnet
     for name in ("_train_forward", "_backward"):
         monkeypatch.setattr(alexnet, name, getattr(getattr(alexnet, name), request.param))
+
+
+@pytest.fixture(params=["fused", "composed"], autouse=True)
+def paddle_kernels(request, monkeypatch):
+    from paddle_impl import kernels
+    from paddle_impl.models import alexnet
+    if request.param == "fused" and kernels.load("simam") is None:
+        from common.toolchain import cxx_compiler
+        assert cxx_compiler() is None, "a C++ compiler is here, but Paddle's SimAM did not build"
+        pytest.skip("no C++ compiler here: Paddle's fused SimAM cannot be built")
+    else:
+        monkeypatch.setattr(alexnet.kernels, "load", lambda name: None)
 
 
 def simam_formula(x, e_lambda):

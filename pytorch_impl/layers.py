@@ -11,12 +11,12 @@ where a compiler for the device is present (``compiler_present``).
 """
 import functools
 import importlib.util
-import os
-import shutil
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.toolchain import cxx_compiler
 
 
 class _BatchNorm:
@@ -67,7 +67,7 @@ def compiler_present(device_type):
     """Whether inductor can build kernels for ``device_type``: a C++ compiler (``$CXX``,
     ``g++`` or ``c++`` on the PATH) for the CPU, Triton for CUDA."""
     if device_type == "cpu":
-        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++"))
+        return cxx_compiler() is not None
     return device_type == "cuda" and importlib.util.find_spec("triton") is not None
 
 

@@ -1,0 +1,152 @@
+// SimAM (Yang et al., ICML 2021, Sec. 3.2, Eq. 5-6) as one fused CPU operator for Paddle:
+// the forward and the input gradient of paddle_impl.models.alexnet._SimAMFunction, each in
+// a few passes over every H x W plane while it is in cache (its statistics, accumulated in
+// double, then its elements, in the tensor's type), the planes shared among the threads of
+// Paddle's own OpenMP runtime (libiomp5, which this library links: paddle_impl.set_threads
+// sets their number).
+//
+// Per plane of P = H * W values, with mu the mean, c = x - mu, n = P - 1,
+// k = 1 / (4 (sum(c^2) / n + e_lambda)) and s = sigmoid(k c^2 + 1/2):
+//   forward:  y = x s (s is a second output, kept for the gradient);
+//   gradient: with t = gy x s (1 - s) c, A = sum(t) and B = sum(t c),
+//             gx = gy s + 2 k (t - A / P) - 8 k^2 B c / n.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "paddle/extension.h"
+
+namespace {
+
+// exp(z) for z <= 0 in float32, as a loop the compiler vectorizes (std::exp is a scalar call
+// unless -ffast-math, which would change the whole process's floating point): z = n ln 2 + r
+// with |r| <= ln(2) / 2, e^r by Cephes' expf polynomial (within 2 ulp), 2^n set in the
+// exponent bits. Below -87, where e^z nears float32's smallest normal, it returns e^-87.
+inline float exp_nonpositive(float z) {
+  z = z < -87.0f ? -87.0f : z;
+  const float n = (z * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (z - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float exp_nonpositive_of(float z) { return exp_nonpositive(z); }
+inline double exp_nonpositive_of(double z) { return std::exp(z); }  // float64: exact to its ulp
+
+// mean and k of one plane, accumulated in double
+template <typename T>
+void plane_stats(const T* x, int64_t plane, double e_lambda, double* mu, double* k) {
+  double sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < plane; ++i) sum += x[i];
+  const double m = sum / plane;
+  double squares = 0;
+#pragma omp simd reduction(+ : squares)
+  for (int64_t i = 0; i < plane; ++i) squares += (x[i] - m) * (x[i] - m);
+  *mu = m;
+  *k = 0.25 / (squares / (plane - 1) + e_lambda);
+}
+
+template <typename T>
+void forward(const T* x, T* y, T* s, int64_t planes, int64_t plane, double e_lambda) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int64_t o = p * plane;
+    double mu_d, k_d;
+    plane_stats(x + o, plane, e_lambda, &mu_d, &k_d);
+    const T mu = static_cast<T>(mu_d), k = static_cast<T>(k_d);
+#pragma omp simd
+    for (int64_t i = 0; i < plane; ++i) {
+      const T c = x[o + i] - mu;
+      const T sig = T(1) / (T(1) + exp_nonpositive_of(-(k * c * c + T(0.5))));
+      s[o + i] = sig;
+      y[o + i] = x[o + i] * sig;
+    }
+  }
+}
+
+template <typename T>
+void backward(const T* x, const T* s, const T* gy, T* gx, int64_t planes, int64_t plane,
+              double e_lambda) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int64_t o = p * plane;
+    double mu_d, k_d;
+    plane_stats(x + o, plane, e_lambda, &mu_d, &k_d);
+    const T mu = static_cast<T>(mu_d), k = static_cast<T>(k_d);
+    double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < plane; ++i) {
+      const T c = x[o + i] - mu;
+      const T t = gy[o + i] * x[o + i] * (s[o + i] - s[o + i] * s[o + i]) * c;
+      a += t;
+      b += static_cast<double>(t) * c;
+    }
+    const T shift = static_cast<T>(2 * k_d * a / plane);
+    const T slope = static_cast<T>(8 * k_d * k_d * b / (plane - 1));
+#pragma omp simd
+    for (int64_t i = 0; i < plane; ++i) {
+      const T c = x[o + i] - mu;
+      const T t = gy[o + i] * x[o + i] * (s[o + i] - s[o + i] * s[o + i]) * c;
+      gx[o + i] = gy[o + i] * s[o + i] + T(2) * k * t - shift - slope * c;
+    }
+  }
+}
+
+void check(const paddle::Tensor& x) {
+  PD_CHECK(x.is_cpu(), "simam runs on the CPU");
+  PD_CHECK(x.shape().size() == 4, "simam takes [N, C, H, W]");
+  PD_CHECK(x.shape()[2] * x.shape()[3] > 1, "simam needs H * W > 1");
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> SimAMForward(const paddle::Tensor& x, double e_lambda) {
+  check(x);
+  const int64_t plane = x.shape()[2] * x.shape()[3];
+  auto y = paddle::empty_like(x), s = paddle::empty_like(x);
+  PD_DISPATCH_FLOATING_TYPES(x.type(), "SimAMForward", ([&] {
+    forward<data_t>(x.data<data_t>(), y.data<data_t>(), s.data<data_t>(), x.numel() / plane,
+                    plane, e_lambda);
+  }));
+  return {y, s};
+}
+
+std::vector<paddle::Tensor> SimAMBackward(const paddle::Tensor& x, const paddle::Tensor& s,
+                                          const paddle::Tensor& gy, double e_lambda) {
+  check(x);
+  const int64_t plane = x.shape()[2] * x.shape()[3];
+  auto gx = paddle::empty_like(x);
+  PD_DISPATCH_FLOATING_TYPES(x.type(), "SimAMBackward", ([&] {
+    backward<data_t>(x.data<data_t>(), s.data<data_t>(), gy.data<data_t>(), gx.data<data_t>(),
+                     x.numel() / plane, plane, e_lambda);
+  }));
+  return {gx};
+}
+
+std::vector<std::vector<int64_t>> SimAMShapes(const std::vector<int64_t>& x) { return {x, x}; }
+std::vector<paddle::DataType> SimAMTypes(const paddle::DataType& x) { return {x, x}; }
+
+PD_BUILD_OP(simam)
+    .Inputs({"X"})
+    .Outputs({"Y", "S"})
+    .Attrs({"e_lambda: double"})
+    .SetKernelFn(PD_KERNEL(SimAMForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SimAMShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SimAMTypes));
+
+PD_BUILD_GRAD_OP(simam)
+    .Inputs({"X", "S", paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"e_lambda: double"})
+    .SetKernelFn(PD_KERNEL(SimAMBackward));
