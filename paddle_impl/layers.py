@@ -6,15 +6,20 @@ running variance is updated in training: Paddle's biased batch variance
 (``unbiased_var=False``, the default; MXNet's rule too) or torch's unbiased one
 (``unbiased_var=True``, for ports of models born in PyTorch). A float64 training step is
 computed from Paddle ops, whichever the rule (see :meth:`_BatchNorm._batch_norm_float64`).
+Inference is one fused operator on the CPU where a C++ compiler is present
+(:meth:`_BatchNorm._batch_norm_inference`), Paddle's kernel elsewhere.
 
 ``Conv2D`` is Paddle's (names ``weight``, ``bias``) with the bias added after the kernel
-through an ``expand``ed bias instead of Paddle's broadcast over the channel axis.
+through an ``expand``ed bias instead of Paddle's broadcast over the channel axis; ``ReLU``
+writes over its input.
 """
 import math
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
+
+from . import kernels
 
 
 class _BatchNorm:
@@ -57,11 +62,24 @@ class _BatchNorm:
             paddle.assign(var + (var - self._variance * self._momentum) / (n - 1), self._variance)
         return out
 
+    def _batch_norm_inference(self, x, fused):
+        """Inference with the running statistics as one pass over ``x``
+        (``paddle_impl/kernels/norm.cc``): ``x * scale + shift`` per channel, ``scale`` and
+        ``shift`` C-length Paddle operations (so gradients reach the weight and bias). The
+        same normalisation, with ``epsilon`` exact in float64 (Paddle's kernel rounds it to
+        float32, as in training)."""
+        scale = self.weight / paddle.sqrt(self._variance + self._epsilon)
+        return fused.channel_affine(x, scale, self.bias - self._mean * scale)
+
     def forward(self, x):
         if self.training and x.dtype == paddle.float64:
             return self._batch_norm_float64(x)
         if self.training and self.unbiased_var:
             return self._batch_norm_unbiased(x)
+        if not self.training and self._data_format.startswith("NC") and x.place.is_cpu_place():
+            fused = kernels.load("norm")
+            if fused is not None:
+                return self._batch_norm_inference(x, fused)
         return super().forward(x)
 
 
@@ -91,3 +109,12 @@ class Conv2D(nn.Conv2D):
                        self._groups, self._data_format)
         shape = [1, -1, 1, 1] if self._data_format == "NCHW" else [1, 1, 1, -1]
         return out + self.bias.reshape(shape).expand(out.shape)
+
+
+class ReLU(nn.Layer):
+    """ReLU written over its input, torch's ``nn.ReLU(inplace=True)``: for an input that
+    nothing else reads, such as a batch norm's output (Paddle's ``nn.ReLU`` writes a new
+    tensor: on SAN's [2, 18, 49, 3136] relations 1.6 against 0.8 ms)."""
+
+    def forward(self, x):
+        return F.relu_(x)

@@ -8,7 +8,9 @@
 zero (``pad_mode=0``) or reflection (``pad_mode=1``) padding. As in PyTorch, each operator is
 a ``PyLayer``: aggregation walks the ``k*k`` window offsets over strided views of the padded
 input, so its ``C x k*k x L`` unfolded input is never built, and the subtractions unfold into
-their output.
+their output. On the CPU, where a C++ compiler is present, aggregation and the subtractions
+are instead fused operators (``paddle_impl/kernels/san.cc``) that walk the offsets over each
+channel's plane while it is in cache; the parity tests run both.
 """
 import paddle
 import paddle.nn.functional as F
@@ -17,6 +19,8 @@ from paddle.autograd import PyLayer
 # the padding modes and output_size are part of this module's interface (re-exported)
 from common.windows import (REFLECT_PAD, ZERO_PAD, aggregation_geometry, check_padding,  # noqa: F401
                             output_size, subtraction_geometry, window_offsets)
+
+from . import kernels
 
 
 def pad(x, padding, pad_mode):
@@ -183,17 +187,22 @@ class _Subtraction2(PyLayer):
 
 
 def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
-    """Weighted sum of every window of ``x``: ``[N, C, Ho, Wo]``."""
+    """Weighted sum of every window of ``x``: ``[N, C, Ho, Wo]``. On the CPU, where a C++
+    compiler is present, one fused operator (``paddle_impl/kernels/san.cc``, forward and
+    gradient); elsewhere the composed ``_Aggregation``."""
     out_h, out_w = aggregation_geometry(x.shape, weight.shape, kernel_size, stride, padding, dilation)
-    return _Aggregation.apply(pad(x, padding, pad_mode), weight, kernel_size, stride, dilation,
-                              out_h, out_w)
+    fused = kernels.load("san") if x.place.is_cpu_place() else None
+    operator = fused.aggregation if fused is not None else _Aggregation.apply
+    return operator(pad(x, padding, pad_mode), weight, kernel_size, stride, dilation, out_h, out_w)
 
 
 def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):
-    """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``."""
+    """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``.
+    Fused on the CPU where a C++ compiler is present, as :func:`aggregation`."""
     out_h, out_w = subtraction_geometry(x1.shape, x2.shape, kernel_size, stride, padding, dilation)
-    return _Subtraction2.apply(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation,
-                               out_h, out_w)
+    fused = kernels.load("san") if x1.place.is_cpu_place() else None
+    operator = fused.subtraction2 if fused is not None else _Subtraction2.apply
+    return operator(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation, out_h, out_w)
 
 
 def subtraction(x, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode=REFLECT_PAD):

@@ -74,3 +74,17 @@ def paddle_cifar10_run(cifar10_mini, tmp_path_factory):
     images = cifar_test_images(cifar10_mini)
     assert len(images) == 509
     return paddle_net, images, native_logits(paddle_net, "alexnet_simam", images, CIFAR10_EXACT_COUNT)
+
+
+@pytest.fixture(params=["fused", "composed"])
+def paddle_kernels(request, monkeypatch):
+    """Paddle's operators both ways: the fused C++ ones (``paddle_impl/kernels``), as where
+    a C++ compiler is present, and composed of Paddle operations, as elsewhere."""
+    from common.toolchain import cxx_compiler
+    from paddle_impl import kernels
+    if request.param == "composed":
+        monkeypatch.setattr(kernels, "load", lambda name: None)
+    elif kernels.load("simam") is None or kernels.load("san") is None:
+        assert cxx_compiler() is None, "a C++ compiler is here, but Paddle's kernels did not build"
+        pytest.skip("no C++ compiler here: Paddle's fused kernels cannot be built")
+    return request.param

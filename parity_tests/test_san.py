@@ -125,7 +125,7 @@ def torch_operator_results(geometry, pad_mode, dtype):
 @pytest.mark.parametrize("dtype", (np.float64, np.float32))
 @pytest.mark.parametrize("pad_mode", (0, 1))
 @pytest.mark.parametrize("geometry", OPERATOR_GEOMETRIES)
-def test_operators_forward_and_backward(geometry, pad_mode, dtype):
+def test_operators_forward_and_backward(geometry, pad_mode, dtype, paddle_kernels):
     arrays = operator_inputs(geometry, dtype)
     inputs = [paddle.to_tensor(a, stop_gradient=False) for a in arrays[:3]]
     outputs, loss = operator_loss(paddle_ops, *inputs, *map(paddle.to_tensor, arrays[3:]), geometry,
@@ -148,7 +148,7 @@ def test_conversion_round_trip_is_bit_exact(pair64):
 
 
 # --------------------------------------------------------------------------- forward
-def test_forward_eval_float64(pair64):
+def test_forward_eval_float64(pair64, paddle_kernels):
     t_model, p_model = pair64
     t_model.eval(), p_model.eval()
     x = images(np.float64)
@@ -235,7 +235,7 @@ def assert_grads_close(actual, expected):
             assert_close(actual[k], expected[k], np.float64, f"grad {k}")
 
 
-def test_gradients_float64(pair64):
+def test_gradients_float64(pair64, paddle_kernels):
     t_model, p_model = pair64
     t_model.train(), p_model.train()
     before_t, before_p = torch_state(t_model), paddle_state(p_model)

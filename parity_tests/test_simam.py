@@ -22,16 +22,9 @@ def torch_kernels(request, monkeypatch):
         monkeypatch.setattr(alexnet, name, getattr(getattr(alexnet, name), request.param))
 
 
-@pytest.fixture(params=["fused", "composed"], autouse=True)
-def paddle_kernels(request, monkeypatch):
-    from paddle_impl import kernels
-    from paddle_impl.models import alexnet
-    if request.param == "fused" and kernels.load("simam") is None:
-        from common.toolchain import cxx_compiler
-        assert cxx_compiler() is None, "a C++ compiler is here, but Paddle's SimAM did not build"
-        pytest.skip("no C++ compiler here: Paddle's fused SimAM cannot be built")
-    else:
-        monkeypatch.setattr(alexnet.kernels, "load", lambda name: None)
+@pytest.fixture(autouse=True)
+def both_paddle_kernels(paddle_kernels):
+    """Every case with Paddle's fused and composed SimAM (``parity_tests/conftest.py``)."""
 
 
 def simam_formula(x, e_lambda):

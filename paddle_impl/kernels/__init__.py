@@ -4,10 +4,10 @@ present (``common.toolchain``); elsewhere the models compute the same with compo
 operations.
 
 A build is kept under ``$XDG_CACHE_HOME/attention-ports/paddle-kernels`` (by default
-``~/.cache/...``), in a folder named by a hash of the source, the flags, Paddle's and
-Python's versions and the processor's instruction sets (the code is built for this
-processor, ``-march=native``): a changed source or another machine builds anew, a later
-process only loads it (about 1 s). A lock lets one process build while others (a
+``~/.cache/...``), in a folder named by a hash of the source and the headers beside it
+(``fused.h``: helpers the operators share), the flags, Paddle's and Python's versions and
+the processor's instruction sets (the code is built for this processor, ``-march=native``):
+a changed source or another machine builds anew, a later process only loads it (about 1 s). A lock lets one process build while others (a
 launcher's workers) wait. The operators run on the threads of Paddle's own OpenMP runtime,
 which they link, so ``paddle_impl.set_threads`` sets their number too.
 """
@@ -72,13 +72,14 @@ def load(name):
         return None
     import paddle
     from paddle.utils.cpp_extension import load as build
-    source = os.path.join(SOURCES, f"{name}.cc")
     libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
     openmp = ["-l:libiomp5.so"] if os.path.exists(os.path.join(libs, "libiomp5.so")) else ["-fopenmp"]
-    with open(source, "rb") as f:
-        identity = f.read() + repr((CXX_FLAGS, openmp, paddle.__version__, sys.version_info[:2],
-                                    _instruction_sets())).encode()
-    folder = os.path.join(cache_root(), f"{name}-{hashlib.sha256(identity).hexdigest()[:16]}")
+    identity = hashlib.sha256(repr((CXX_FLAGS, openmp, paddle.__version__, sys.version_info[:2],
+                                    _instruction_sets())).encode())
+    for part in [f"{name}.cc", *sorted(f for f in os.listdir(SOURCES) if f.endswith(".h"))]:
+        with open(os.path.join(SOURCES, part), "rb") as f:
+            identity.update(f.read())
+    folder = os.path.join(cache_root(), f"{name}-{identity.hexdigest()[:16]}")
     os.makedirs(folder, exist_ok=True)
     log = os.path.join(folder, "build.log")
     with open(folder + ".lock", "w") as lock:
@@ -88,8 +89,9 @@ def load(name):
                   file=sys.stderr, flush=True)
         try:
             with _output_to(log):
-                return build(name=name, sources=[source], build_directory=folder,
-                             extra_cxx_cflags=CXX_FLAGS, extra_ldflags=openmp)
+                return build(name=name, sources=[os.path.join(SOURCES, f"{name}.cc")],
+                             build_directory=folder, extra_cxx_cflags=CXX_FLAGS,
+                             extra_ldflags=openmp)
         except Exception as e:  # a compiler that cannot build it: the composed operations
             print(f"warning: Paddle's fused {name} kernel did not build ({type(e).__name__}; "
                   f"see {log}): using composed operations", file=sys.stderr)

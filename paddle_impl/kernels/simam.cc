@@ -10,38 +10,12 @@
 //   forward:  y = x s (s is a second output, kept for the gradient);
 //   gradient: with t = gy x s (1 - s) c, A = sum(t) and B = sum(t c),
 //             gx = gy s + 2 k (t - A / P) - 8 k^2 B c / n.
-#include <cmath>
-#include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "fused.h"
 #include "paddle/extension.h"
 
 namespace {
-
-// exp(z) for z <= 0 in float32, as a loop the compiler vectorizes (std::exp is a scalar call
-// unless -ffast-math, which would change the whole process's floating point): z = n ln 2 + r
-// with |r| <= ln(2) / 2, e^r by Cephes' expf polynomial (within 2 ulp), 2^n set in the
-// exponent bits. Below -87, where e^z nears float32's smallest normal, it returns e^-87.
-inline float exp_nonpositive(float z) {
-  z = z < -87.0f ? -87.0f : z;
-  const float n = (z * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = (z - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-inline float exp_nonpositive_of(float z) { return exp_nonpositive(z); }
-inline double exp_nonpositive_of(double z) { return std::exp(z); }  // float64: exact to its ulp
 
 // mean and k of one plane, accumulated in double
 template <typename T>
@@ -68,7 +42,7 @@ void forward(const T* x, T* y, T* s, int64_t planes, int64_t plane, double e_lam
 #pragma omp simd
     for (int64_t i = 0; i < plane; ++i) {
       const T c = x[o + i] - mu;
-      const T sig = T(1) / (T(1) + exp_nonpositive_of(-(k * c * c + T(0.5))));
+      const T sig = T(1) / (T(1) + fused::exp_nonpositive_of(-(k * c * c + T(0.5))));
       s[o + i] = sig;
       y[o + i] = x[o + i] * sig;
     }
@@ -111,7 +85,10 @@ void check(const paddle::Tensor& x) {
 
 }  // namespace
 
-std::vector<paddle::Tensor> SimAMForward(const paddle::Tensor& x, double e_lambda) {
+// Each operator reads its tensors in memory order, so views are made dense first (a no-op
+// for a dense tensor).
+std::vector<paddle::Tensor> SimAMForward(const paddle::Tensor& x_in, double e_lambda) {
+  const auto x = x_in.contiguous();
   check(x);
   const int64_t plane = x.shape()[2] * x.shape()[3];
   auto y = paddle::empty_like(x), s = paddle::empty_like(x);
@@ -122,8 +99,9 @@ std::vector<paddle::Tensor> SimAMForward(const paddle::Tensor& x, double e_lambd
   return {y, s};
 }
 
-std::vector<paddle::Tensor> SimAMBackward(const paddle::Tensor& x, const paddle::Tensor& s,
-                                          const paddle::Tensor& gy, double e_lambda) {
+std::vector<paddle::Tensor> SimAMBackward(const paddle::Tensor& x_in, const paddle::Tensor& s_in,
+                                          const paddle::Tensor& gy_in, double e_lambda) {
+  const auto x = x_in.contiguous(), s = s_in.contiguous(), gy = gy_in.contiguous();
   check(x);
   const int64_t plane = x.shape()[2] * x.shape()[3];
   auto gx = paddle::empty_like(x);

@@ -7,9 +7,9 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .. import register_model
-from ..layers import BatchNorm2D, Conv2D
-from ..san_ops import REFLECT_PAD, aggregation, pad, subtraction, subtraction2
+from .. import kernels, register_model
+from ..layers import BatchNorm2D, Conv2D, ReLU
+from ..san_ops import REFLECT_PAD, aggregation, pad, subtraction2
 
 SAN_LAYERS = {10: (2, 1, 2, 4, 1), 15: (3, 2, 3, 5, 2), 19: (3, 3, 4, 6, 3)}
 SAN_KERNELS = (3, 7, 7, 7, 7)
@@ -32,9 +32,13 @@ def position_grid(height, width, dtype):
 
 
 def softmax_windows(w):
-    """Softmax over the window axis of ``[N, C, k*k, L]``, on that axis moved last: Paddle's
-    softmax over a middle axis takes twice as long (on [2, 8, 49, 3136]: 24.7 against 12.1
-    ms with both transposes)."""
+    """Softmax over the window axis of ``[N, C, k*k, L]``: on the CPU, where a C++ compiler
+    is present, one fused operator (``paddle_impl/kernels/san.cc``); elsewhere Paddle's, on
+    that axis moved last (its softmax over a middle axis takes twice as long: on [2, 8, 49,
+    3136], 24.7 against 12.1 ms with both transposes)."""
+    fused = kernels.load("san") if w.place.is_cpu_place() else None
+    if fused is not None:
+        return fused.window_softmax(w)
     return F.softmax(w.transpose([0, 1, 3, 2]), axis=-1).transpose([0, 1, 3, 2])
 
 
@@ -52,17 +56,17 @@ class SAM(nn.Layer):
         weight_planes = out_planes // share_planes
         if sa_type == "pairwise":
             self.conv_w = nn.Sequential(
-                batch_norm(rel_planes + 2), nn.ReLU(),
+                batch_norm(rel_planes + 2), ReLU(),
                 conv1x1(rel_planes + 2, rel_planes, bias=False),
-                batch_norm(rel_planes), nn.ReLU(),
+                batch_norm(rel_planes), ReLU(),
                 conv1x1(rel_planes, weight_planes))
             self.conv_p = conv1x1(2, 2)
         else:
             patch_planes = rel_planes * (kernel_size * kernel_size + 1)
             self.conv_w = nn.Sequential(
-                batch_norm(patch_planes), nn.ReLU(),
+                batch_norm(patch_planes), ReLU(),
                 conv1x1(patch_planes, weight_planes, bias=False),
-                batch_norm(weight_planes), nn.ReLU(),
+                batch_norm(weight_planes), ReLU(),
                 conv1x1(weight_planes, kernel_size * kernel_size * weight_planes))
 
     def attention_weights(self, x, x1, x2):
@@ -70,10 +74,12 @@ class SAM(nn.Layer):
         n, _, h, w = x.shape
         k, p = self.kernel_size, self.padding
         if self.sa_type == "pairwise":
-            position = self.conv_p(position_grid(h, w, x.dtype))
-            relative_position = subtraction(position, k, 1, p, 1, REFLECT_PAD)
-            relation = paddle.concat([subtraction2(x1, x2, k, 1, p, 1, REFLECT_PAD),
-                                      relative_position.expand([n, -1, -1, -1])], 1)
+            # [subtraction2(x1, x2), subtraction(position)] along the channels, computed as
+            # one subtraction2 of the channel-concatenated inputs (the same differences,
+            # channel by channel), so the k*k-times larger relation is written once
+            position = self.conv_p(position_grid(h, w, x.dtype)).expand([n, -1, -1, -1])
+            relation = subtraction2(paddle.concat([x1, position], 1),
+                                    paddle.concat([x2, position], 1), k, 1, p, 1, REFLECT_PAD)
             return softmax_windows(self.conv_w(relation))
         patch = F.unfold(pad(x2, p, REFLECT_PAD), k)
         features = paddle.concat([x1.reshape([n, -1, 1, h * w]), patch.reshape([n, -1, 1, h * w])], 1)
@@ -94,7 +100,7 @@ class Bottleneck(nn.Layer):
         self.sam = SAM(sa_type, planes, planes // 16, planes // 4, share_planes, kernel_size)
         self.bn2 = batch_norm(planes // 4)
         self.conv = conv1x1(planes // 4, planes)
-        self.relu = nn.ReLU()
+        self.relu = ReLU()
 
     def forward(self, x):
         out = self.sam(self.relu(self.bn1(x)))
@@ -118,7 +124,7 @@ class SAN(nn.Layer):
             setattr(self, f"layer{i}", nn.Sequential(
                 *[Bottleneck(sa_type, width, kernel) for _ in range(blocks)]))
             previous = width
-        self.relu = nn.ReLU()
+        self.relu = ReLU()
         self.pool = nn.MaxPool2D(kernel_size=2, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2D(1)
         self.fc = nn.Linear(previous, num_classes)
