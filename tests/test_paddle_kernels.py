@@ -50,3 +50,44 @@ def test_a_built_kernel_is_loaded_from_the_cache_by_a_later_process(tmp_path):
     assert "building Paddle's fused simam kernel" in runs[0].stderr
     assert "building" not in runs[1].stderr
     assert len(list((tmp_path / "attention-ports" / "paddle-kernels").glob("simam-*/simam/simam.so"))) == 1
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_batch_norm_inference_is_one_fused_pass_with_the_same_values_and_gradients(dtype):
+    """Inference with the running statistics (``channel_affine``): the output and the
+    gradients of the input, weight and bias equal those of Paddle's own kernel, and in
+    float64 the formula with the exact epsilon (Paddle's kernel rounds it to float32)."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from paddle_impl.layers import BatchNorm2D
+    from parity_tests.tolerances import assert_close
+    assert kernels.load("norm") is not None
+    rng = np.random.default_rng(0)
+    default = paddle.get_default_dtype()
+    paddle.set_default_dtype(dtype)
+    try:
+        bn = BatchNorm2D(6)
+    finally:
+        paddle.set_default_dtype(default)
+    bn.eval()
+    for tensor, value in ((bn._mean, rng.standard_normal(6)), (bn._variance, rng.random(6) + 1e-3),
+                          (bn.weight, rng.random(6) + 0.5), (bn.bias, rng.standard_normal(6))):
+        tensor.set_value(value.astype(dtype))
+    x = paddle.to_tensor(rng.standard_normal((3, 6, 5, 7)).astype(dtype), stop_gradient=False)
+    upstream = paddle.to_tensor(rng.standard_normal((3, 6, 5, 7)).astype(dtype))
+    fused = bn(x)
+    kernel = F.batch_norm(x, bn._mean, bn._variance, bn.weight, bn.bias, training=False,
+                          epsilon=bn._epsilon)
+    grads = [paddle.grad([y], [x, bn.weight, bn.bias], [upstream]) for y in (fused, kernel)]
+    tolerance = np.float32 if dtype == "float32" else np.float64
+    if dtype == "float64":  # Paddle's kernel: epsilon in float32, 1e-13 off here
+        m, v, w, b = (t.numpy()[None, :, None, None]
+                      for t in (bn._mean, bn._variance, bn.weight, bn.bias))
+        assert_close(fused, (x.numpy() - m) / np.sqrt(v + 1e-5) * w + b, np.float64, "formula")
+        tolerance = np.float32
+    assert_close(fused, kernel, tolerance, "batch norm output")
+    for name, a, b in zip(("input", "weight", "bias"), *grads):
+        assert_close(a, b, tolerance, f"gradient of the {name}")
