@@ -17,9 +17,15 @@
 
 namespace {
 
-// mean and k of one plane, accumulated in double
+// mean and k of one plane, accumulated in double (kept too) and in the tensor's type
 template <typename T>
-void plane_stats(const T* x, int64_t plane, double e_lambda, double* mu, double* k) {
+struct PlaneStats {
+  double k_d;
+  T mu, k;
+};
+
+template <typename T>
+PlaneStats<T> plane_stats(const T* x, int64_t plane, double e_lambda) {
   double sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < plane; ++i) sum += x[i];
@@ -27,8 +33,8 @@ void plane_stats(const T* x, int64_t plane, double e_lambda, double* mu, double*
   double squares = 0;
 #pragma omp simd reduction(+ : squares)
   for (int64_t i = 0; i < plane; ++i) squares += (x[i] - m) * (x[i] - m);
-  *mu = m;
-  *k = 0.25 / (squares / (plane - 1) + e_lambda);
+  const double k = 0.25 / (squares / (plane - 1) + e_lambda);
+  return {k, static_cast<T>(m), static_cast<T>(k)};
 }
 
 template <typename T>
@@ -36,13 +42,11 @@ void forward(const T* x, T* y, T* s, int64_t planes, int64_t plane, double e_lam
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t o = p * plane;
-    double mu_d, k_d;
-    plane_stats(x + o, plane, e_lambda, &mu_d, &k_d);
-    const T mu = static_cast<T>(mu_d), k = static_cast<T>(k_d);
+    const PlaneStats<T> st = plane_stats(x + o, plane, e_lambda);
 #pragma omp simd
     for (int64_t i = 0; i < plane; ++i) {
-      const T c = x[o + i] - mu;
-      const T sig = T(1) / (T(1) + fused::exp_nonpositive_of(-(k * c * c + T(0.5))));
+      const T c = x[o + i] - st.mu;
+      const T sig = T(1) / (T(1) + fused::exp_nonpositive_of(-(st.k * c * c + T(0.5))));
       s[o + i] = sig;
       y[o + i] = x[o + i] * sig;
     }
@@ -55,9 +59,9 @@ void backward(const T* x, const T* s, const T* gy, T* gx, int64_t planes, int64_
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t o = p * plane;
-    double mu_d, k_d;
-    plane_stats(x + o, plane, e_lambda, &mu_d, &k_d);
-    const T mu = static_cast<T>(mu_d), k = static_cast<T>(k_d);
+    const PlaneStats<T> st = plane_stats(x + o, plane, e_lambda);
+    const T mu = st.mu, k = st.k;
+    const double k_d = st.k_d;
     double a = 0, b = 0;
 #pragma omp simd reduction(+ : a, b)
     for (int64_t i = 0; i < plane; ++i) {
