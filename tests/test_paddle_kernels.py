@@ -31,7 +31,7 @@ def test_a_source_that_does_not_build_leaves_the_composed_operations(monkeypatch
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines[0].startswith("building Paddle's fused broken kernel")
     assert lines[-1].startswith("warning: Paddle's fused broken kernel did not build"), lines
-    log = lines[-1].split("see ")[1].split(")")[0]
+    log = lines[-1].rsplit("see ", 1)[1].split("): ")[0]
     assert "error" in open(log).read()
 
 
@@ -91,3 +91,13 @@ def test_batch_norm_inference_is_one_fused_pass_with_the_same_values_and_gradien
     assert_close(fused, kernel, tolerance, "batch norm output")
     for name, a, b in zip(("input", "weight", "bias"), *grads):
         assert_close(a, b, tolerance, f"gradient of the {name}")
+
+
+@needs_compiler
+def test_a_cache_that_cannot_be_written_leaves_the_composed_operations(monkeypatch, tmp_path, capfd):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert kernels.load.__wrapped__("simam") is None
+    line = capfd.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("warning: Paddle's fused simam kernel did not build (") and "composed" in line

@@ -80,19 +80,20 @@ def load(name):
         with open(os.path.join(SOURCES, part), "rb") as f:
             identity.update(f.read())
     folder = os.path.join(cache_root(), f"{name}-{identity.hexdigest()[:16]}")
-    os.makedirs(folder, exist_ok=True)
     log = os.path.join(folder, "build.log")
-    with open(folder + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(folder, name, f"{name}.so")):
-            print(f"building Paddle's fused {name} kernel for this machine (once, about 10 s)",
-                  file=sys.stderr, flush=True)
-        try:
+    try:  # a compiler that cannot build it, or a cache that cannot be written: composed
+        os.makedirs(folder, exist_ok=True)
+        with open(folder + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(os.path.join(folder, name, f"{name}.so")):
+                print(f"building Paddle's fused {name} kernel for this machine (once, about "
+                      f"10 s)", file=sys.stderr, flush=True)
             with _output_to(log):
                 return build(name=name, sources=[os.path.join(SOURCES, f"{name}.cc")],
                              build_directory=folder, extra_cxx_cflags=CXX_FLAGS,
                              extra_ldflags=openmp)
-        except Exception as e:  # a compiler that cannot build it: the composed operations
-            print(f"warning: Paddle's fused {name} kernel did not build ({type(e).__name__}; "
-                  f"see {log}): using composed operations", file=sys.stderr)
-            return None
+    except Exception as e:
+        print(f"warning: Paddle's fused {name} kernel did not build ({type(e).__name__}: "
+              f"{str(e).splitlines()[0][:200] if str(e) else ''}; see {log}): using composed "
+              f"operations", file=sys.stderr)
+        return None
