@@ -47,6 +47,12 @@ def load_weights(model, state, left=(), ctx=None):
     return model
 
 
+def cast(model, dtype):
+    """``model`` with its parameters in ``dtype`` (``"float64"``, ...)."""
+    model.cast(dtype)
+    return model
+
+
 def predict(model, images):
     """Logits of an N x 3 x H x W batch (inference mode), as numpy."""
     return model(mx.nd.array(images, dtype=images.dtype)).asnumpy()

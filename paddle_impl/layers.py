@@ -76,8 +76,8 @@ class _BatchNorm:
             return self._batch_norm_float64(x)
         if self.training and self.unbiased_var:
             return self._batch_norm_unbiased(x)
-        if not self.training and self._data_format.startswith("NC") and x.place.is_cpu_place():
-            fused = kernels.load("norm")
+        if not self.training and self._data_format.startswith("NC"):
+            fused = kernels.for_tensor("norm", x)
             if fused is not None:
                 return self._batch_norm_inference(x, fused)
         return super().forward(x)

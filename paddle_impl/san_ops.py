@@ -191,7 +191,7 @@ def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_m
     compiler is present, one fused operator (``paddle_impl/kernels/san.cc``, forward and
     gradient); elsewhere the composed ``_Aggregation``."""
     out_h, out_w = aggregation_geometry(x.shape, weight.shape, kernel_size, stride, padding, dilation)
-    fused = kernels.load("san") if x.place.is_cpu_place() else None
+    fused = kernels.for_tensor("san", x)
     operator = fused.aggregation if fused is not None else _Aggregation.apply
     return operator(pad(x, padding, pad_mode), weight, kernel_size, stride, dilation, out_h, out_w)
 
@@ -200,7 +200,7 @@ def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mod
     """``x1`` at each window's centre minus ``x2`` at each window offset: ``[N, C, k*k, L]``.
     Fused on the CPU where a C++ compiler is present, as :func:`aggregation`."""
     out_h, out_w = subtraction_geometry(x1.shape, x2.shape, kernel_size, stride, padding, dilation)
-    fused = kernels.load("san") if x1.place.is_cpu_place() else None
+    fused = kernels.for_tensor("san", x1)
     operator = fused.subtraction2 if fused is not None else _Subtraction2.apply
     return operator(x1, pad(x2, padding, pad_mode), kernel_size, stride, dilation, out_h, out_w)
 

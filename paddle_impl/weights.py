@@ -40,6 +40,12 @@ def load_weights(model, state, left=()):
     return model.eval()
 
 
+def cast(model, dtype):
+    """``model`` with its parameters and buffers in ``dtype`` (``"float64"``, ...)."""
+    model.to(dtype=dtype)
+    return model
+
+
 def predict(model, images):
     with paddle.no_grad():
         return model.eval()(paddle.to_tensor(images)).numpy()

@@ -79,15 +79,21 @@ def assert_close(actual, expected, dtype, what="tensor"):
             f"{i}: {actual[i]!r} vs {expected[i]!r}")
 
 
-def assert_float32_roundoff(port32, native32, native64, what="tensor"):
-    """Assert a whole network's float32 result in a port is as close to the float64 one as
-    float32 allows: within ``ROUNDOFF_FACTOR`` times the error of the native framework's own
-    float32 result (``native32`` against ``native64``, same inputs and weights), or times the
-    float32 tolerance where the native is within it. Returns the two errors, in units of the
-    float32 tolerance."""
+def float32_roundoff(port32, native32, native64):
+    """A whole network's float32 result in a port against the float64 one: (the port's error,
+    the native framework's own float32 error on the same inputs and weights, the error
+    allowed: ``ROUNDOFF_FACTOR`` times the native's, or times the float32 tolerance where the
+    native is within it), in units of the float32 tolerance."""
     native = tolerance_units(native32, native64, np.float32)
     port = tolerance_units(port32, native64, np.float32)
-    allowed = ROUNDOFF_FACTOR * max(native, 1.0)
+    return port, native, ROUNDOFF_FACTOR * max(native, 1.0)
+
+
+def assert_float32_roundoff(port32, native32, native64, what="tensor"):
+    """Assert a whole network's float32 result in a port is as close to the float64 one as
+    float32 allows (:func:`float32_roundoff`). Returns the two errors, in units of the
+    float32 tolerance."""
+    port, native, allowed = float32_roundoff(port32, native32, native64)
     if not port <= allowed:
         raise AssertionError(
             f"{what}: the port's float32 is {port:.2f} float32 tolerances off the float64 result, "

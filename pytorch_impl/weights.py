@@ -80,6 +80,11 @@ def load_weights(model, state, left=()):
     return model.eval()
 
 
+def cast(model, dtype):
+    """``model`` with its parameters and buffers in ``dtype`` (``"float64"``, ...)."""
+    return model.to(getattr(torch, dtype))
+
+
 def predict(model, images):
     """Logits of an N x 3 x H x W float32 batch, as numpy."""
     with torch.no_grad():

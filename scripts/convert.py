@@ -96,12 +96,14 @@ def convert(src, dst, model=None, src_fmt=None, dst_fmt=None, kwargs=None, force
                    tensors=len(out), parameters=values, bytes=os.path.getsize(dst), report=report)
 
 
-def logits(framework, model, kwargs, checkpoint, images, batch=64):
-    """Logits of ``images`` (N x 3 x H x W float32) through model ``model`` built in
-    ``framework`` with the weights of ``checkpoint`` (any format)."""
-    net = _impl(framework).create_model(model, pretrained=checkpoint, **kwargs)
-    predict = _impl(framework, "weights").predict
-    return np.concatenate([predict(net, images[i:i + batch]) for i in range(0, len(images), batch)])
+def logits(framework, model, kwargs, checkpoint, images, batch=64, dtype="float32"):
+    """Logits of ``images`` (N x 3 x H x W) through model ``model`` built in ``framework``
+    with the weights of ``checkpoint`` (any format), computed in ``dtype``."""
+    weights = _impl(framework, "weights")
+    net = weights.cast(_impl(framework).create_model(model, pretrained=checkpoint, **kwargs), dtype)
+    images = images.astype(dtype)
+    return np.concatenate([weights.predict(net, images[i:i + batch])
+                           for i in range(0, len(images), batch)])
 
 
 def check(summary, seed=0, batch=2):

@@ -90,19 +90,9 @@ def test_images(size, count=64):
 def cpu_logits(framework, model, kwargs, checkpoint, images):
     """(float32, float64) logits of ``images`` through ``checkpoint``'s weights in
     ``framework`` on the CPU."""
-    from scripts.convert import _impl
-    out = []
-    for dtype in ("float32", "float64"):
-        net = _impl(framework).create_model(model, pretrained=checkpoint, **kwargs)
-        if dtype == "float64":
-            if framework == "pytorch":
-                net.double()
-            elif framework == "paddle":
-                net.to(dtype="float64")
-            else:
-                net.cast("float64")
-        out.append(_impl(framework, "weights").predict(net, images.astype(dtype)))
-    return out
+    from scripts.convert import logits
+    return [logits(framework, model, kwargs, checkpoint, images, dtype=dtype)
+            for dtype in ("float32", "float64")]
 
 
 def gpu_logits(framework, model, kwargs, checkpoint, images):
@@ -133,11 +123,11 @@ def gpu_logits(framework, model, kwargs, checkpoint, images):
 
 def compare(gpu, cpu32, cpu64):
     """(max |GPU - CPU| float32 logit difference, GPU's and CPU's float32 error against the
-    CPU's float64 logits in float32 tolerances, whether the GPU is within the policy)."""
-    from parity_tests.tolerances import ROUNDOFF_FACTOR, tolerance_units
-    gpu_units, cpu_units = (tolerance_units(x, cpu64, np.float32) for x in (gpu, cpu32))
-    return (float(np.abs(gpu - cpu32).max()), gpu_units, cpu_units,
-            gpu_units <= ROUNDOFF_FACTOR * max(cpu_units, 1.0))
+    CPU's float64 logits in float32 tolerances, whether the GPU is within the policy of
+    ports, ``float32_roundoff``)."""
+    from parity_tests.tolerances import float32_roundoff
+    gpu_units, cpu_units, allowed = float32_roundoff(gpu, cpu32, cpu64)
+    return float(np.abs(gpu - cpu32).max()), gpu_units, cpu_units, gpu_units <= allowed
 
 
 def check_run(label, framework, family, amp, command, out):

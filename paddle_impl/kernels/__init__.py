@@ -64,6 +64,12 @@ def _output_to(path):
         quiet.setLevel(level)
 
 
+def for_tensor(name, x):
+    """The operators of ``<name>.cc`` where they can compute on ``x`` (a CPU tensor, and
+    :func:`load` has them), else None: the caller computes with composed operations."""
+    return load(name) if x.place.is_cpu_place() else None
+
+
 @functools.lru_cache(maxsize=None)
 def load(name):
     """The operators of ``<name>.cc`` as a module (built, or loaded from the cache), or None

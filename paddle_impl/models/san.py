@@ -36,7 +36,7 @@ def softmax_windows(w):
     is present, one fused operator (``paddle_impl/kernels/san.cc``); elsewhere Paddle's, on
     that axis moved last (its softmax over a middle axis takes twice as long: on [2, 8, 49,
     3136], 24.7 against 12.1 ms with both transposes)."""
-    fused = kernels.load("san") if w.place.is_cpu_place() else None
+    fused = kernels.for_tensor("san", w)
     if fused is not None:
         return fused.window_softmax(w)
     return F.softmax(w.transpose([0, 1, 3, 2]), axis=-1).transpose([0, 1, 3, 2])
