@@ -357,7 +357,7 @@ def test_float32_forward_train_mode_and_running_stats(float32_runs, port):
                                 f"{case} {port} {key}")
 
 
-def test_gluon_hybridized_matches_pytorch():
+def test_gluon_hybridized_matches_pytorch(gluon_kernels):
     """Hybridized, the Gluon port gives torch's eval logits, and in train mode its logits and
     the gradients of every parameter (its BatchNorms then update the running variance with
     MXNet's kernel, see ``gluon_impl/layers.py``, so the train script trains imperatively)."""
@@ -386,7 +386,7 @@ CPA_MODES = {
 
 @pytest.mark.parametrize("mode", list(CPA_MODES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cpa_alone(mode, dtype):
+def test_cpa_alone(mode, dtype, gluon_kernels):
     in_dim, dim, stride, same, sc_channels, side = CPA_MODES[mode]
     nets = replicas(lambda fw: (lambda: MODULES[fw].CPA(in_dim, dim, stride, same)), dtype, seed=7)
     rng = np.random.default_rng(8)
@@ -410,21 +410,41 @@ def test_spa_alone(dtype):
 
 
 @pytest.mark.parametrize("port", PORTS)
-def test_layer_norm_float32_on_uncentred_activations(port):
-    """The ports' layer norm over (C, H, W) in float32, on activations whose mean is large
-    against their spread (where a one-pass variance loses digits: Paddle's kernel is 12.8
-    float32 tolerances off there), against torch's float64 layer norm of the same values."""
-    x = (np.random.default_rng(14).standard_normal((4, 16, 32, 32)) * 0.1 + 10).astype(np.float32)
-    expected = TF.layer_norm(torch.from_numpy(x).double(), x.shape[1:]).numpy()
+def test_layer_norm_float32_on_uncentred_activations(port, gluon_kernels):
+    """The ports' layer norm over (C, H, W) in float32 and its gradient, on activations whose
+    mean is large against their spread (where a one-pass variance loses digits: Paddle's
+    kernel is 12.8 float32 tolerances off there), against torch's float64 layer norm of the
+    same values; Gluon's also hybridized."""
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal((4, 16, 32, 32)) * 0.1 + 10).astype(np.float32)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    exact = torch.from_numpy(x).double().requires_grad_()
+    expected = TF.layer_norm(exact, x.shape[1:])
+    expected.backward(torch.from_numpy(upstream).double())
     if port == "paddle":
-        actual = paddle_upanets.layer_norm_chw(paddle.to_tensor(x)).numpy()
+        px = paddle.to_tensor(x, stop_gradient=False)
+        out = paddle_upanets.layer_norm_chw(px)
+        out.backward(paddle.to_tensor(upstream))
+        runs = [(out.numpy(), px.grad.numpy(), "")]
     else:
-        actual = gluon_upanets.layer_norm_chw(mx.nd, mx.nd.array(x)).asnumpy()
-    assert actual.dtype == np.float32
-    assert_close(actual, expected, np.float32, f"{port} layer norm")
+        runs = []
+        for hybridize in (False, True):
+            block = mx.gluon.nn.HybridLambda(lambda F, t: gluon_upanets.layer_norm_chw(F, t))
+            if hybridize:
+                block.hybridize()
+            gx = mx.nd.array(x)
+            gx.attach_grad()
+            with mx.autograd.record():
+                out = block(gx)
+            out.backward(mx.nd.array(upstream))
+            runs.append((out.asnumpy(), gx.grad.asnumpy(), " hybridized" if hybridize else ""))
+    for actual, grad, how in runs:
+        assert actual.dtype == grad.dtype == np.float32
+        assert_close(actual, expected.detach().numpy(), np.float32, f"{port}{how} layer norm")
+        assert_close(grad, exact.grad.numpy(), np.float32, f"{port}{how} layer norm gradient")
 
 
-def test_cpa_gradients_with_respect_to_its_inputs():
+def test_cpa_gradients_with_respect_to_its_inputs(gluon_kernels):
     """Gradients of a CPA (train mode, stride 2, shortcut) with respect to x and sc_x."""
     nets = replicas(lambda fw: (lambda: MODULES[fw].CPA(4, 6, 2, False)), np.float64, seed=11)
     rng = np.random.default_rng(12)
