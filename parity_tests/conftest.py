@@ -92,13 +92,14 @@ def paddle_kernels(request, monkeypatch):
 
 @pytest.fixture(params=["fused", "composed"])
 def gluon_kernels(request, monkeypatch):
-    """MXNet's layer norm both ways: the fused C++ operator (``gluon_impl/kernels``), as where
-    a C++ compiler is present, and composed of MXNet operations, as elsewhere."""
+    """MXNet's layer norm and up-sampling both ways: the fused C++ operators
+    (``gluon_impl/kernels``), as where a C++ compiler is present, and composed of MXNet
+    operations, as elsewhere."""
     from common.toolchain import cxx_compiler
     from gluon_impl import kernels
     if request.param == "composed":
         monkeypatch.setattr(kernels, "load", lambda name: False)
-    elif not kernels.load("layer_norm"):
+    elif not (kernels.load("layer_norm") and kernels.load("resize")):
         assert cxx_compiler() is None, "a C++ compiler is here, but MXNet's kernels did not build"
         pytest.skip("no C++ compiler here: MXNet's fused kernels cannot be built")
     return request.param

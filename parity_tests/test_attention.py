@@ -397,17 +397,19 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("size_in, size_out", [((4, 4), (8, 8)), ((16, 16), (32, 32)),
                                                ((5, 7), (11, 14)), ((1, 3), (4, 1)), ((9, 6), (4, 5))])
-def test_gluon_upsample_is_bilinear_resize2d(dtype, size_in, size_out):
-    """The native up-sampling (matrix products, built in the graph) against the original's
-    MXNet kernel, ``contrib.BilinearResize2D(mode='like')``: output and input gradient,
-    hybridized, up and down and to and from size 1."""
+@pytest.mark.parametrize("hybridize", [True, False])
+def test_gluon_upsample_is_bilinear_resize2d(dtype, size_in, size_out, hybridize, gluon_kernels):
+    """The native up-sampling (fused, or matrix products built in the graph) against the
+    original's MXNet kernel, ``contrib.BilinearResize2D(mode='like')``: output and input
+    gradient, hybridized and imperative, up and down and to and from size 1."""
     rng = np.random.default_rng(7)
     x = mx.nd.array(rng.standard_normal((2, 3, *size_in)), dtype=dtype)
     like = mx.nd.zeros((2, 1, *size_out), dtype=dtype)
     upstream = mx.nd.array(rng.standard_normal((2, 3, *size_out)), dtype=dtype)
     block = gluon_attention.UpSample()
     block.cast(np.dtype(dtype).name)
-    block.hybridize(static_alloc=True)
+    if hybridize:
+        block.hybridize(static_alloc=True)
     results = []
     for resize in (block, lambda a, b: mx.nd.contrib.BilinearResize2D(a, b, mode="like")):
         x.attach_grad()

@@ -11,17 +11,11 @@
 // among the threads of MXNet's OpenMP runtime (libgomp, which this library links too).
 #include <cmath>
 #include <cstdint>
-#include <string>
-#include <unordered_map>
 #include <vector>
 
-#include "mxnet/lib_api.h"
-
-using namespace mxnet::ext;
+#include "library.h"
 
 namespace {
-
-using Attrs = std::unordered_map<std::string, std::string>;
 
 double epsilon(const Attrs& attrs) {
   auto it = attrs.find("eps");
@@ -103,21 +97,6 @@ MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
   return MX_SUCCESS;
 }
 
-MXReturnValue parse_attrs(const Attrs&, int* num_in, int* num_out) {
-  *num_in = 1;
-  *num_out = 1;
-  return MX_SUCCESS;
-}
-
-MXReturnValue infer_type(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
-  if (in->at(0) != kFloat32 && in->at(0) != kFloat64) {
-    MX_ERROR_MSG << "layer_norm_chw takes float32 or float64 data";
-    return MX_FAIL;
-  }
-  out->at(0) = in->at(0);
-  return MX_SUCCESS;
-}
-
 MXReturnValue infer_shape(const Attrs&, std::vector<std::vector<unsigned int>>* in,
                           std::vector<std::vector<unsigned int>>* out) {
   if (in->at(0).size() < 2) {
@@ -130,11 +109,4 @@ MXReturnValue infer_shape(const Attrs&, std::vector<std::vector<unsigned int>>* 
 
 }  // namespace
 
-REGISTER_OP(layer_norm_chw)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setForward(forward, "cpu")
-    .setBackward(backward, "cpu");
-
-MXReturnValue initialize(int version) { return version >= 10700 ? MX_SUCCESS : MX_FAIL; }
+OPERATOR(layer_norm_chw, 1)

@@ -37,7 +37,7 @@ from mxnet.gluon import nn
 
 from common.attention_arch import ATTENTION_SPECS, NUM_STAGES, WIDTHS
 
-from .. import register_model
+from .. import kernels, register_model
 
 
 class BottleneckV2(nn.HybridBlock):
@@ -78,8 +78,12 @@ def units(channels, count):
 
 class UpSample(nn.HybridBlock):
     """Bilinear up-sampling (align_corners=True) of ``x`` to the height and width of
-    ``like``: the original's ``contrib.BilinearResize2D(x, like, mode='like')``, as one
-    matrix product per axis with that kernel's interpolation weights (float32 source
+    ``like``: the original's ``contrib.BilinearResize2D(x, like, mode='like')``. On the CPU,
+    where a C++ compiler is present, one fused operator (``gluon_impl/kernels/resize.cc``:
+    that kernel's weights and grouping, a plane per thread, the gradient gathered; the six
+    up-samplings of Attention-56 CIFAR at batch 16 in inference take 1.8 ms, against 21 for
+    the original's kernel and 14 for the matrix products). Elsewhere as one matrix product
+    per axis with that kernel's interpolation weights (float32 source
     positions and weights, as its CPU kernel computes them; in numpy
     ``common.attention_arch.bilinear_matrix``). The same values to round-off (float64 2e-16,
     float32 1-3e-7 relative); MXNet 1.9.1's CPU kernel is serial and its backward pass a
@@ -115,6 +119,8 @@ class UpSample(nn.HybridBlock):
                            + F.broadcast_mul(at(high), weight_high))
 
     def hybrid_forward(self, F, x, like):
+        if kernels.for_data("resize", F, x):
+            return F.bilinear_resize_like(x, like)
         rows, cols = self._interpolation(F, x, like, 2), self._interpolation(F, x, like, 3)
         out = F.transpose(F.dot(x, cols, transpose_b=True), axes=(0, 1, 3, 2))
         return F.transpose(F.dot(out, rows, transpose_b=True), axes=(0, 1, 3, 2))
