@@ -16,7 +16,8 @@ def attention56_cifar_gluon_run(cifar10_mini, tmp_path_factory):
     """The Residual Attention Network's real case, run once for every port: the native Gluon
     script trains Attention-56 (CIFAR) on the real CIFAR-10 subset for one short epoch, and
     its ``model-best.params`` classifies the 509 test images, normalised as the recipe tests
-    them. Returns ``(checkpoint, images, gluon_logits, labels)``."""
+    them, in float32 and (the ports' reference) in float64. Returns ``(checkpoint, images,
+    gluon_logits, exact_logits, labels)``."""
     import mxnet as mx
 
     from common import attention_recipe
@@ -36,15 +37,21 @@ def attention56_cifar_gluon_run(cifar10_mini, tmp_path_factory):
     assert len(test) == 509
     test_transform = attention_recipe.recipe_transforms()[1]
     loader = BatchLoader(test, 128, test_transform(test.mean, test.std), workers=0)
-    net = create_gluon("attention56_cifar", num_classes=10)
-    net.load_parameters(str(checkpoint))
-    net.hybridize()
-    images, logits, labels = [], [], []
+    nets = []
+    for dtype in ("float32", "float64"):
+        net = create_gluon("attention56_cifar", num_classes=10)
+        net.load_parameters(str(checkpoint))
+        net.cast(dtype)
+        net.hybridize()
+        nets.append(net)
+    images, logits, exact, labels = [], [], [], []
     for x, y in loader.epoch(0):
         images.append(x)
-        logits.append(net(mx.nd.array(x)).asnumpy())
+        logits.append(nets[0](mx.nd.array(x)).asnumpy())
+        exact.append(nets[1](mx.nd.array(x, dtype="float64")).asnumpy())
         labels.append(y)
-    return checkpoint, np.concatenate(images), np.concatenate(logits), np.concatenate(labels)
+    return (checkpoint, np.concatenate(images), np.concatenate(logits), np.concatenate(exact),
+            np.concatenate(labels))
 
 
 # the Paddle AlexNet-SimAM's CIFAR-10 run: the test images whose logits are computed exactly
