@@ -45,13 +45,17 @@ def _instruction_sets():
 
 @contextlib.contextmanager
 def _output_to(path):
-    """This process's and its children's stdout and stderr into ``path`` (a builder may print
-    every step, and a compiler subprocess writes to the inherited descriptors)."""
+    """This process's and its children's stdout and stderr into ``path``: Python's
+    ``sys.stdout`` and ``sys.stderr`` (a builder prints every step, and they need not be the
+    descriptors: under pytest's capture, or where a caller redirected them) and the
+    descriptors 1 and 2 (which a compiler subprocess inherits). Nothing of a build reaches
+    the caller's output (``predict --json -`` writes its results there)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
     try:
-        with open(path, "w") as log:
+        with open(path, "w") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
             yield

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from common.toolchain import cxx_compiler
+from common.toolchain import cached_build, cxx_compiler
 from gluon_impl import kernels as gluon_kernels
 from paddle_impl import kernels as paddle_kernels
 
@@ -92,6 +92,26 @@ def test_a_cache_that_cannot_be_written_leaves_the_composed_operations(framework
     assert not kernels.load.__wrapped__(name)
     line = capfd.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"warning: {label}'s fused {name} kernel did not build (") and "composed" in line
+
+
+@needs_compiler
+def test_nothing_of_a_build_reaches_the_callers_output(monkeypatch, tmp_path, capsys):
+    """What a build prints, through Python's ``sys.stdout`` (here pytest's capture, not the
+    descriptor: Paddle's builder printed its steps into ``predict --json -``'s JSON there)
+    or through the descriptors (a compiler), goes to its log; the caller sees the one line
+    saying a build runs, on stderr."""
+    (tmp_path / "quiet.cc").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def build(folder):
+        print("a step of the builder")
+        os.write(1, b"a compiler's line\n")
+        return "built"
+    assert cached_build("Test", str(tmp_path), "quiet", (), build, "quiet.so") == "built"
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("building Test's fused quiet kernel") and err.count("\n") == 1
+    log = next((tmp_path / "cache").rglob("build.log")).read_text()
+    assert "a step of the builder" in log and "a compiler's line" in log
 
 
 @needs_compiler
