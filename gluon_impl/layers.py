@@ -119,10 +119,11 @@ def layer_norm_chw(F, x, eps=1e-5):
     """Normalise every sample over all its axes but the batch one (no affine parameters).
 
     On the CPU, where a C++ compiler is present, one fused operator
-    (``gluon_impl/kernels/layer_norm.cc``: sums in double, forward and backward ten times as
-    fast as the composed operations below). Elsewhere: centred twice, the second time by the mean of the centred values (the first mean's
-    float32 round-off left 7.8 float32 tolerances on activations whose mean is large against
-    their spread; MXNet's fused ``LayerNorm`` is 84 off there), then a two-pass variance.
+    (``gluon_impl/kernels/layer_norm.cc``: sums in double; on [100, 64, 16, 16] 1.1 ms
+    against 11.9 for the composed operations below). Elsewhere: centred twice, the second
+    time by the mean of the centred values (the first mean's float32 round-off left 7.8
+    float32 tolerances on activations whose mean is large against their spread; MXNet's
+    fused ``LayerNorm`` is 84 off there), then a two-pass variance.
     Sums are products with a row of ones (:func:`last_axis_means`) and each sample's mean
     and spread are spread over the sample by a product with it, not broadcast: the same
     values, forward and backward 1.5 times as fast.

@@ -10,7 +10,8 @@ that load on the machine hits all alike; every framework gets the same thread co
 torch's). Prints medians over ``--iters`` iterations after ``--warmup`` and each port's
 ratio to Gluon (> 1: the port is faster), and native Gluon's ratio to the same network (same
 weights) with the original code's up-sampling kernel, ``contrib.BilinearResize2D``, where the
-native one takes matrix products (``gluon kernel``). ``--imperative`` runs both Gluon networks
+native one is a fused operator (``gluon_impl/kernels``; matrix products without a compiler)
+(``gluon kernel``). ``--imperative`` runs both Gluon networks
 without hybridizing them (the original's train script offers both).
 """
 import argparse

@@ -83,8 +83,8 @@ class UpSample(nn.HybridBlock):
     that kernel's weights and grouping, a plane per thread, the gradient gathered; the six
     up-samplings of Attention-56 CIFAR at batch 16 in inference take 1.8 ms, against 21 for
     the original's kernel and 14 for the matrix products). Elsewhere as one matrix product
-    per axis with that kernel's interpolation weights (float32 source
-    positions and weights, as its CPU kernel computes them; in numpy
+    per axis with that kernel's interpolation weights (float32 source positions and
+    weights, as its CPU kernel computes them; in numpy
     ``common.attention_arch.bilinear_matrix``). The same values to round-off (float64 2e-16,
     float32 1-3e-7 relative); MXNet 1.9.1's CPU kernel is serial and its backward pass a
     scatter, and the six up-samplings of Attention-56 CIFAR at batch 32, forward and
