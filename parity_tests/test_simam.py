@@ -132,3 +132,28 @@ def test_torch_simam_backward_twice_through_a_retained_graph():
     assert_close(second, first, np.float64, "second backward pass")
     assert_close(first, formula_gradient(inputs(np.float64), upstream.numpy(), 1e-5), np.float64,
                  "first backward pass vs formula")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_torch_simam_with_its_relu_is_simam_then_relu(dtype):
+    """``SimAM(x, relu=True)``, which AlexNet-SimAM's forward pass uses: the output of SimAM
+    then ReLU, in training and inference, and the input gradient of SimAM then ReLU (the
+    gradient of ``upstream * relu(formula)``: ``upstream`` kept where the output is
+    positive)."""
+    x = inputs(dtype)[:, :3].copy() if dtype == np.float32 else inputs(dtype)
+    upstream = np.random.default_rng(6).standard_normal(x.shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    out = TorchSimAM(1e-5)(xt, relu=True)
+    (out * torch.from_numpy(upstream)).sum().backward()
+    with torch.no_grad():
+        inferred = TorchSimAM(1e-5)(torch.from_numpy(x), relu=True)
+    _, unfused_grad = run_torch(x, upstream * (simam_formula(x, 1e-5) > 0), 1e-5)
+    exact = simam_formula(x, 1e-5)
+    assert (exact < 0).any() and (exact > 0).any()
+    for what, value in (("training", out.detach()), ("inference", inferred)):
+        assert value.dtype == xt.dtype
+        assert_close(value, np.maximum(exact, 0), dtype, f"SimAM + ReLU output, {what}")
+    assert_close(xt.grad, unfused_grad, dtype, "SimAM + ReLU gradient vs SimAM then ReLU")
+    if dtype == np.float64:
+        expected = formula_gradient(x, upstream * (exact > 0), 1e-5)
+        assert_close(xt.grad, expected, np.float64, "SimAM + ReLU gradient vs formula")
