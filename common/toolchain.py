@@ -1,14 +1,16 @@
-"""The C++ compiler that fused CPU kernels are built with, where one is installed (inductor's
-for ``torch.compile`` in ``pytorch_impl.layers``, Paddle's ``cpp_extension`` for
+"""The C++ compiler that fused CPU kernels are built with, where one is installed (inductor's for
+``torch.compile`` in ``pytorch_impl.layers``, Paddle's ``cpp_extension`` for
 ``paddle_impl/kernels``, a plain shared library for MXNet in ``gluon_impl/kernels``), and
 :func:`cached_build`, how each framework's kernels are built once per machine and source.
 
 A build is kept under ``$XDG_CACHE_HOME/attention-ports/<framework>-kernels`` (by default
-``~/.cache/...``), in a folder named by a hash of the source, the headers beside it, and the
-caller's identity of the build (flags, the framework's and Python's versions) with the
-processor's instruction sets (the code is built for this processor, ``-march=native``): a
-changed source or another machine builds anew, a later process only loads it. A lock lets
-one process build while others (a launcher's workers) wait.
+``~/.cache/...``), in a folder named by a hash of the source, the headers beside it and in
+:data:`SHARED_HEADERS` (framework-free C++ that every framework's kernels may include; the
+build puts the folder on its include path), and the caller's identity of the build (flags, the
+framework's and Python's versions) with the processor's instruction sets (the code is built
+for this processor, ``-march=native``): a changed source or another machine builds anew, a
+later process only loads it. A lock lets one process build while others (a launcher's workers)
+wait.
 """
 import contextlib
 import fcntl
@@ -18,6 +20,7 @@ import shutil
 import sys
 
 CXX_FLAGS = ["-O3", "-fopenmp", "-march=native"]
+SHARED_HEADERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 
 
 def cxx_compiler():
@@ -77,8 +80,11 @@ def cached_build(label, sources, name, identity, build, product):
     if cxx_compiler() is None:
         return None
     digest = hashlib.sha256(repr((identity, _instruction_sets())).encode())
-    for part in [f"{name}.cc", *sorted(f for f in os.listdir(sources) if f.endswith(".h"))]:
-        with open(os.path.join(sources, part), "rb") as f:
+    parts = [os.path.join(sources, f"{name}.cc")]
+    for where in (sources, SHARED_HEADERS):
+        parts += sorted(os.path.join(where, f) for f in os.listdir(where) if f.endswith(".h"))
+    for part in parts:
+        with open(part, "rb") as f:
             digest.update(f.read())
     folder = os.path.join(cache_root(label.lower()), f"{name}-{digest.hexdigest()[:16]}")
     log = os.path.join(folder, "build.log")

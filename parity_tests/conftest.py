@@ -83,30 +83,28 @@ def paddle_cifar10_run(cifar10_mini, tmp_path_factory):
     return paddle_net, images, native_logits(paddle_net, "alexnet_simam", images, CIFAR10_EXACT_COUNT)
 
 
-@pytest.fixture(params=["fused", "composed"])
-def paddle_kernels(request, monkeypatch):
-    """Paddle's operators both ways: the fused C++ ones (``paddle_impl/kernels``), as where
-    a C++ compiler is present, and composed of Paddle operations, as elsewhere."""
+def both_ways(request, monkeypatch, kernels, label, names):
+    """A framework's fused C++ operators (``kernels``, a ``*_impl/kernels`` module), as where
+    a C++ compiler is present, or its composed operations, as elsewhere, by ``request.param``;
+    fused where ``names`` did not build is a failure with a compiler, a skip without."""
     from common.toolchain import cxx_compiler
-    from paddle_impl import kernels
     if request.param == "composed":
         monkeypatch.setattr(kernels, "load", lambda name: None)
-    elif kernels.load("simam") is None or kernels.load("san") is None:
-        assert cxx_compiler() is None, "a C++ compiler is here, but Paddle's kernels did not build"
-        pytest.skip("no C++ compiler here: Paddle's fused kernels cannot be built")
+    elif not all(kernels.load(name) for name in names):
+        assert cxx_compiler() is None, f"a C++ compiler is here, but {label}'s kernels did not build"
+        pytest.skip(f"no C++ compiler here: {label}'s fused kernels cannot be built")
     return request.param
+
+
+@pytest.fixture(params=["fused", "composed"])
+def paddle_kernels(request, monkeypatch):
+    """Paddle's operators both ways (SimAM, SAN's, batch-norm inference)."""
+    from paddle_impl import kernels
+    return both_ways(request, monkeypatch, kernels, "Paddle", ("simam", "san"))
 
 
 @pytest.fixture(params=["fused", "composed"])
 def gluon_kernels(request, monkeypatch):
-    """MXNet's layer norm and up-sampling both ways: the fused C++ operators
-    (``gluon_impl/kernels``), as where a C++ compiler is present, and composed of MXNet
-    operations, as elsewhere."""
-    from common.toolchain import cxx_compiler
+    """MXNet's layer norm and up-sampling both ways."""
     from gluon_impl import kernels
-    if request.param == "composed":
-        monkeypatch.setattr(kernels, "load", lambda name: False)
-    elif not (kernels.load("layer_norm") and kernels.load("resize")):
-        assert cxx_compiler() is None, "a C++ compiler is here, but MXNet's kernels did not build"
-        pytest.skip("no C++ compiler here: MXNet's fused kernels cannot be built")
-    return request.param
+    return both_ways(request, monkeypatch, kernels, "MXNet", ("layer_norm", "resize"))

@@ -13,7 +13,7 @@ import sys
 
 import mxnet as mx
 
-from common.toolchain import CXX_FLAGS, cached_build, cxx_compiler
+from common.toolchain import CXX_FLAGS, SHARED_HEADERS, cached_build, cxx_compiler
 
 SOURCES = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,6 +40,7 @@ def load(name):
             partial = f"{library}.{os.getpid()}"
             compiler = subprocess.run([cxx_compiler(), "-shared", "-fPIC", "-std=c++17",
                                        *CXX_FLAGS, "-I", os.path.join(root, "include"),
+                                       "-I", SHARED_HEADERS,
                                        os.path.join(SOURCES, f"{name}.cc"),
                                        os.path.join(root, "src", "lib_api.cc"), "-o", partial])
             if compiler.returncode:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "library.h"
+#include "moments.h"
 
 namespace {
 
@@ -24,19 +25,10 @@ double epsilon(const Attrs& attrs) {
 
 // The mean and 1 / sqrt(var + eps) of x[0 .. k).
 template <typename T>
-void moments(const T* x, int64_t k, double eps, double* mean, double* rstd) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < k; ++i) s += x[i];
-  const double m = s / k;
-  double q = 0;
-#pragma omp simd reduction(+ : q)
-  for (int64_t i = 0; i < k; ++i) {
-    const double d = x[i] - m;
-    q += d * d;
-  }
-  *mean = m;
-  *rstd = 1.0 / std::sqrt(q / k + eps);
+void moments_of(const T* x, int64_t k, double eps, double* mean, double* rstd) {
+  const moments::Moments m = moments::two_pass(x, k);
+  *mean = m.mean;
+  *rstd = 1.0 / std::sqrt(m.squares / k + eps);
 }
 
 template <typename T>
@@ -46,7 +38,7 @@ void normalise(const T* x, T* y, int64_t n, int64_t k, double eps) {
     const T* xs = x + b * k;
     T* ys = y + b * k;
     double m, r;
-    moments(xs, k, eps, &m, &r);
+    moments_of(xs, k, eps, &m, &r);
 #pragma omp simd
     for (int64_t i = 0; i < k; ++i) ys[i] = static_cast<T>((xs[i] - m) * r);
   }
@@ -60,7 +52,7 @@ void normalise_grad(const T* gy, const T* x, T* gx, int64_t n, int64_t k, double
     const T* gs = gy + b * k;
     T* out = gx + b * k;
     double m, r;
-    moments(xs, k, eps, &m, &r);
+    moments_of(xs, k, eps, &m, &r);
     double sg = 0, sgy = 0;
 #pragma omp simd reduction(+ : sg, sgy)
     for (int64_t i = 0; i < k; ++i) {

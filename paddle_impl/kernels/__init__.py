@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from common.toolchain import CXX_FLAGS, cached_build
+from common.toolchain import CXX_FLAGS, SHARED_HEADERS, cached_build
 
 SOURCES = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,7 +38,7 @@ def load(name):
         try:
             return extension(name=name, sources=[os.path.join(SOURCES, f"{name}.cc")],
                              build_directory=folder, extra_cxx_cflags=CXX_FLAGS,
-                             extra_ldflags=openmp)
+                             extra_include_paths=[SHARED_HEADERS], extra_ldflags=openmp)
         finally:
             quiet.setLevel(level)
     return cached_build("Paddle", SOURCES, name,

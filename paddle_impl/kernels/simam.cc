@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fused.h"
+#include "moments.h"
 #include "paddle/extension.h"
 
 namespace {
@@ -26,15 +27,9 @@ struct PlaneStats {
 
 template <typename T>
 PlaneStats<T> plane_stats(const T* x, int64_t plane, double e_lambda) {
-  double sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < plane; ++i) sum += x[i];
-  const double m = sum / plane;
-  double squares = 0;
-#pragma omp simd reduction(+ : squares)
-  for (int64_t i = 0; i < plane; ++i) squares += (x[i] - m) * (x[i] - m);
-  const double k = 0.25 / (squares / (plane - 1) + e_lambda);
-  return {k, static_cast<T>(m), static_cast<T>(k)};
+  const moments::Moments m = moments::two_pass(x, plane);
+  const double k = 0.25 / (m.squares / (plane - 1) + e_lambda);
+  return {k, static_cast<T>(m.mean), static_cast<T>(k)};
 }
 
 template <typename T>
